@@ -1,0 +1,185 @@
+"""The running exporter: providers' state, their jobs, and config reloads.
+
+``Exporter`` owns one ``ProviderState``, one ``TokenManager`` and one
+``ProbeRunner`` per probe for each configured provider, wires their jobs into
+the scheduler, and is the ``StateSource`` the collector and landing page read.
+A provider's probes start after its first token attempt, so a fresh start does
+not report ``no_token`` for tokens that are merely still on their way.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import httpx
+
+from exporter.config import Config, Provider
+from exporter.probes import ProbeRunner
+from exporter.ratelimit import HostLimiter
+from exporter.renewal import TokenManager
+from exporter.scheduler import Scheduler
+from exporter.state import ProviderState
+
+log = logging.getLogger("exporter.app")
+
+#: Probes run every interval ± this fraction of it, so probes configured alike spread out.
+PROBE_JITTER = 0.1
+
+
+def new_http_client() -> httpx.AsyncClient:
+    # trust_env=False: proxies and CA bundles come from our config, never from
+    # whatever environment the process happens to inherit.
+    return httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        headers={"User-Agent": "token-health-exporter"},
+    )
+
+
+@dataclass
+class _Running:
+    state: ProviderState
+    manager: TokenManager
+    probes: list[ProbeRunner] = field(default_factory=list)
+
+
+class Exporter:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        scheduler: Scheduler | None = None,
+        client: httpx.AsyncClient | None = None,
+        limiter: HostLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._on_token = on_token
+        self._scheduler = scheduler or Scheduler()
+        self._own_client = client is None
+        self._client = client
+        self._limiter = limiter or HostLimiter()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._running: dict[str, _Running] = {}
+        self.config_reload_ok = True
+        self.config_reload_time = clock()
+
+    # -- StateSource -------------------------------------------------------------------
+
+    def provider_states(self) -> Iterable[ProviderState]:
+        return [r.state for r in list(self._running.values())]
+
+    def ready(self) -> bool:
+        """True once every provider has had its first token attempt."""
+        return all(r.state.attempted for r in list(self._running.values()))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = new_http_client()
+        return self._client
+
+    async def start(self) -> None:
+        self._scheduler.start()
+        for provider in self.config.providers:
+            self._add(provider)
+        log.info("monitoring %d provider(s)", len(self.config.providers))
+
+    async def stop(self) -> None:
+        self._scheduler.shutdown()
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+
+    def apply(self, config: Config) -> None:
+        """Switch to a new, already validated config.
+
+        A provider whose settings are unchanged keeps everything: its token,
+        counters and schedule. One whose credential (URL, id, secret, scope,
+        params) is unchanged keeps its token, so a reload never costs a token
+        request, which matters at rate-limited and one-active-token providers.
+        Removed providers' jobs stop and their series disappear.
+        """
+        new_names = {p.name for p in config.providers}
+        for name in list(self._running):
+            if name not in new_names:
+                self._remove(name)
+        for provider in config.providers:
+            current = self._running.get(provider.name)
+            if current is not None and current.state.provider == provider:
+                continue
+            kept = None
+            if current is not None:
+                if current.state.provider.credential_key == provider.credential_key:
+                    kept = current.state
+                self._remove(provider.name)
+            self._add(provider, kept)
+        self.config = config
+        self.config_reload_ok = True
+        self.config_reload_time = self._clock()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _add(self, provider: Provider, kept: ProviderState | None = None) -> None:
+        name = provider.name
+        state = ProviderState(provider)
+        renew_id = f"renew:{name}"
+        manager = TokenManager(
+            state,
+            self.client,
+            self._limiter,
+            schedule=lambda when: self._scheduler.run_at(renew_id, when, manager.renew),
+            clock=self._clock,
+            rng=self._rng,
+            on_token=self._on_token,
+        )
+        running = _Running(state, manager)
+        for ps in state.probes.values():
+            running.probes.append(
+                ProbeRunner(state, ps, manager, self.client, clock=self._clock)
+            )
+        self._running[name] = running
+
+        if kept is not None and kept.token is not None:
+            manager.adopt(kept.token)
+            state.token_rejected = kept.token_rejected
+            state.last_attempt = kept.last_attempt
+            manager.plan_next()
+            self._start_probes(running)
+            return
+
+        async def first_renewal() -> None:
+            await manager.renew()
+            if self._running.get(name) is running:
+                self._start_probes(running)
+
+        self._scheduler.run_at(renew_id, self._clock(), first_renewal)
+
+    def _start_probes(self, running: _Running) -> None:
+        now = self._clock()
+        for runner in running.probes:
+            probe = runner.probe_state.probe
+            self._scheduler.run_every(
+                f"probe:{running.state.provider.name}:{probe.name}",
+                probe.interval,
+                probe.interval * PROBE_JITTER,
+                runner.run,
+                first=now,
+            )
+
+    def _remove(self, name: str) -> None:
+        running = self._running.pop(name, None)
+        if running is None:
+            return
+        self._scheduler.remove(f"renew:{name}")
+        for runner in running.probes:
+            self._scheduler.remove(f"probe:{name}:{runner.probe_state.probe.name}")

@@ -1,0 +1,230 @@
+"""Command line, environment and process lifecycle.
+
+Flags are Prometheus-style (``--config.file``); each has a
+``TOKEN_EXPORTER_*`` environment variable read through pydantic-settings. A
+flag given on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from typing import Literal
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exporter import __version__
+from exporter.app import Exporter
+from exporter.collector import TokenHealthCollector
+from exporter.config import Config, ConfigError, load_config, summary
+from exporter.logsetup import Redactor, setup_logging
+from exporter.web import WebApp, WebServer
+
+log = logging.getLogger("exporter")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKEN_EXPORTER_", extra="ignore")
+
+    config_file: str = "providers.yaml"
+    web_listen_address: str = ":10180"
+    web_config_file: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="token-health-exporter",
+        description="Keeps OAuth 2.0 client-credentials tokens healthy and exports their "
+        "state as Prometheus metrics.",
+    )
+    add = parser.add_argument
+    add("--config.file", dest="config_file", metavar="PATH",
+        help="provider file (env TOKEN_EXPORTER_CONFIG_FILE; default providers.yaml)")
+    add("--web.listen-address", dest="web_listen_address", metavar="HOST:PORT",
+        help="address to serve metrics on (env TOKEN_EXPORTER_WEB_LISTEN_ADDRESS; "
+        "default :10180)")
+    add("--web.config.file", dest="web_config_file", metavar="PATH",
+        help="TLS and basic-auth config, exporter-toolkit format "
+        "(env TOKEN_EXPORTER_WEB_CONFIG_FILE)")
+    add("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"],
+        help="env TOKEN_EXPORTER_LOG_LEVEL; default info")
+    add("--log.format", dest="log_format", choices=["text", "json"],
+        help="env TOKEN_EXPORTER_LOG_FORMAT; default text")
+    add("--demo", action="store_true",
+        help="run simulated copies of the five seed providers on loopback and monitor them")
+    add("--check-config", action="store_true",
+        help="validate the config file, print a summary without secrets, exit 0 or 1")
+    add("--version", action="version", version=f"token-health-exporter {__version__}")
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
+    args = build_parser().parse_args(argv)
+    given = {
+        k: v for k, v in vars(args).items()
+        if k in Settings.model_fields and v is not None
+    }
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TOKEN_EXPORTER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise SystemExit(f"token-health-exporter: invalid settings: {problems}") from None
+    return settings, args
+
+
+def demo_config(env: dict[str, str]) -> Config:
+    from exporter.config import parse_config
+
+    text = resources.files("exporter").joinpath("demo.yaml").read_text(encoding="utf-8")
+    return parse_config(text, "<demo.yaml>", env)
+
+
+class Runner:
+    """One exporter process: config, exporter, web server, signals."""
+
+    def __init__(self, settings: Settings, demo: bool) -> None:
+        self.settings = settings
+        self.demo = demo
+        self.redactor = Redactor()
+        self._demo_env: dict[str, str] = {}
+        self.exporter: Exporter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def load(self) -> Config:
+        if self.demo:
+            return demo_config(self._demo_env)
+        return load_config(self.settings.config_file)
+
+    async def reload(self) -> tuple[bool, str]:
+        assert self.exporter is not None
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            self.exporter.config_reload_ok = False
+            log.error("config reload failed; the previous config stays in force:\n%s", exc)
+            return False, f"reload failed: {exc}"
+        self.redactor.add(*config.secrets())
+        self.exporter.apply(config)
+        log.info("config reloaded: %d provider(s)", len(config.providers))
+        return True, "Config reloaded."
+
+    def reload_from_thread(self) -> tuple[bool, str]:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self.reload(), self._loop)
+        return future.result(timeout=60)
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        simulation = None
+        if self.demo:
+            from exporter.simulator import Simulation
+
+            simulation = Simulation(lifetimes=DEMO_LIFETIMES).start()
+            self._demo_env = demo_environment(simulation)
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            log.error("invalid configuration:\n%s", exc)
+            if simulation is not None:
+                simulation.stop()
+            return 1
+        self.redactor.add(*config.secrets())
+        exporter = Exporter(config, on_token=self.redactor.add)
+        self.exporter = exporter
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(TokenHealthCollector(exporter))
+        app = WebApp(registry, exporter.provider_states, exporter.ready, self.reload_from_thread)
+        try:
+            web = WebServer(app, self.settings.web_listen_address)
+        except (OSError, ValueError) as exc:
+            log.error("cannot listen on %s: %s", self.settings.web_listen_address, exc)
+            if simulation is not None:
+                simulation.stop()
+            return 1
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, stop.set)
+        self._loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
+        )
+        await exporter.start()
+        web.start()
+        log.info("listening on %s (port %d)", self.settings.web_listen_address, web.port)
+        if self.demo:
+            print(
+                f"\nDemo running: five simulated providers on loopback.\n"
+                f"  Landing page: http://127.0.0.1:{web.port}/\n"
+                f"  Metrics:      http://127.0.0.1:{web.port}/metrics\n"
+                "Press Ctrl-C to stop.\n",
+                flush=True,
+            )
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            web.stop()
+            await exporter.stop()
+            if simulation is not None:
+                simulation.stop()
+        return 0
+
+
+#: Demo lifetimes are minutes, not hours, so a newcomer sees renewals happen.
+DEMO_LIFETIMES = {
+    "simpledocs": 600,
+    "smartdocumentor": 300,
+    "simplifi": 240,
+    "simplestore": 180,
+    "dokstamp": 900,
+}
+
+
+def demo_environment(simulation: object) -> dict[str, str]:
+    from exporter.simulator import DEMO_CLIENTS, Simulation
+
+    assert isinstance(simulation, Simulation)
+    env: dict[str, str] = {}
+    for kind, provider in simulation.providers.items():
+        client_id, secret = DEMO_CLIENTS[kind]
+        prefix = f"DEMO_{kind.upper()}"
+        env[f"{prefix}_URL"] = provider.base_url
+        env[f"{prefix}_CLIENT_ID"] = client_id
+        env[f"{prefix}_CLIENT_SECRET"] = secret
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, args = load_settings(argv)
+    redactor = Redactor()
+    setup_logging(settings.log_level, settings.log_format, redactor)
+    if args.check_config:
+        try:
+            config = load_config(settings.config_file)
+        except ConfigError as exc:
+            print(f"invalid configuration:\n{exc}", file=sys.stderr)
+            return 1
+        print(summary(config))
+        return 0
+    runner = Runner(settings, args.demo)
+    runner.redactor = redactor
+    try:
+        return asyncio.run(runner.run())
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os._exit(main())

@@ -1,0 +1,94 @@
+"""What the exporter knows about each provider, as plain data.
+
+Jobs write this state on the event loop; the collector and the landing page
+read it from the HTTP thread at scrape time. Every field a reader needs
+together (token value, issue and expiry times) is replaced as one immutable
+object, and counter dicts are filled with every key up front, so a reader
+never sees a dict change size or half of an update.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from exporter.config import Probe, Provider
+from exporter.errors import ALL_ERROR_CLASSES, ErrorClass
+from exporter.tokens import Token
+
+TOKEN_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+PROBE_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Histogram:
+    """Cumulative-at-read histogram: per-bucket counts, a sum and a count."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs ending with ``+Inf``."""
+        out, total = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += n
+            out.append(("+Inf" if bound == float("inf") else f"{bound:g}", total))
+        return out
+
+
+def _zero_by_class() -> dict[ErrorClass, int]:
+    return dict.fromkeys(ALL_ERROR_CLASSES, 0)
+
+
+@dataclass
+class ProbeState:
+    probe: Probe
+    attempts: int = 0
+    failures: dict[ErrorClass, int] = field(default_factory=_zero_by_class)
+    success: bool | None = None
+    status: int = 0
+    last_error: ErrorClass | None = None
+    last_run: float | None = None
+    last_success: float | None = None
+    duration: Histogram = field(default_factory=lambda: Histogram(PROBE_BUCKETS))
+
+
+@dataclass
+class ProviderState:
+    provider: Provider
+    token: Token | None = None
+    #: The server told a probe this token is revoked or expired.
+    token_rejected: bool = False
+    next_renewal: float | None = None
+    attempts: int = 0
+    failures: dict[ErrorClass, int] = field(default_factory=_zero_by_class)
+    consecutive_failures: int = 0
+    last_error: ErrorClass | None = None
+    last_attempt: float | None = None
+    last_success: float | None = None
+    duration: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.probes:
+            self.probes = {p.name: ProbeState(p) for p in self.provider.probes}
+
+    def valid_token(self, now: float) -> Token | None:
+        """The held token if it is unexpired and not known to be rejected."""
+        token = self.token
+        if token is None or self.token_rejected or now >= token.expires_at:
+            return None
+        return token
+
+    @property
+    def attempted(self) -> bool:
+        return self.last_attempt is not None

@@ -1,0 +1,220 @@
+"""The exporter's HTTP endpoints, served from a thread beside the event loop.
+
+``/metrics`` (text or OpenMetrics by ``Accept``, gzip when asked), ``/`` (the
+landing page: one row per provider), ``/-/healthy``, ``/-/ready`` and
+``POST /-/reload``. Handlers only read state; a reload is handed to the event
+loop and awaited there, so all state is still written from one thread.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.state import ProviderState
+
+log = logging.getLogger("exporter.web")
+
+
+class WebApp:
+    """What the handlers need; kept apart from the server so tests can call it."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        states: Callable[[], Iterable[ProviderState]],
+        ready: Callable[[], bool],
+        reload: Callable[[], tuple[bool, str]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.states = states
+        self.ready = ready
+        self.reload = reload
+        self.clock = clock
+
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def landing(self) -> bytes:
+        now = self.clock()
+        rows = []
+        for st in sorted(self.states(), key=lambda s: s.provider.name):
+            prov = st.provider
+            token = st.token
+            if token is None:
+                state, left = "none", "-"
+            elif st.valid_token(now) is not None:
+                state, left = "valid", _duration(token.expires_at - now)
+            elif st.token_rejected:
+                state, left = "rejected", _duration(token.expires_at - now)
+            else:
+                state, left = "expired", "-"
+            probes = "".join(
+                f"<li>{html.escape(ps.probe.name)}: "
+                f"{'ok' if ps.success else ('-' if ps.success is None else 'failing')}"
+                f" (HTTP {ps.status}{', ' + html.escape(ps.last_error) if ps.last_error else ''})"
+                "</li>"
+                for ps in st.probes.values()
+            )
+            rows.append(
+                "<tr>"
+                f"<td>{html.escape(prov.name)}</td>"
+                f"<td>{html.escape(prov.preset.name)}</td>"
+                f"<td>{html.escape(prov.token_host)}</td>"
+                f'<td class="{state}">{state}</td>'
+                f"<td>{left}</td>"
+                f"<td>{_when(st.next_renewal, now)}</td>"
+                f"<td>{html.escape(st.last_error or '-')}</td>"
+                f"<td><ul>{probes or '<li>-</li>'}</ul></td>"
+                "</tr>"
+            )
+        body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Token health exporter</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}
+ul{{margin:0;padding-left:1.1em}} .valid{{color:#1a7f37}} .expired,.rejected,.none{{color:#cf222e}}
+</style></head><body>
+<h1>Token health exporter</h1>
+<p>Version {html.escape(__version__)}.
+<a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Ready</a></p>
+<table><thead><tr><th>Provider</th><th>Preset</th><th>Token host</th><th>Token</th>
+<th>Time left</th><th>Next renewal</th><th>Last error</th><th>Probes</th></tr></thead>
+<tbody>
+{"".join(rows) or '<tr><td colspan="8">No providers configured.</td></tr>'}
+</tbody></table></body></html>
+"""
+        return body.encode()
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    stamp = datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
+    return f"{stamp} (in {_duration(ts - now)})"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = f"token-health-exporter/{__version__}"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
+              extra: dict[str, str] | None = None) -> None:
+        if "gzip" in self.headers.get("Accept-Encoding", "") and len(body) > 1024:
+            body = gzip.compress(body, compresslevel=1)
+            extra = {**(extra or {}), "Content-Encoding": "gzip"}
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _route(self) -> None:
+        app = self.server.app
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics" and self.command in ("GET", "HEAD"):
+                body, ctype = app.metrics(self.headers.get("Accept"))
+                self._send(200, body, ctype)
+            elif path == "/" and self.command in ("GET", "HEAD"):
+                self._send(200, app.landing(), "text/html; charset=utf-8")
+            elif path == "/-/healthy" and self.command in ("GET", "HEAD"):
+                self._send(200, b"Healthy.\n")
+            elif path == "/-/ready" and self.command in ("GET", "HEAD"):
+                if app.ready():
+                    self._send(200, b"Ready.\n")
+                else:
+                    self._send(503, b"Not ready: first token attempts still running.\n")
+            elif path == "/-/reload":
+                if self.command != "POST":
+                    self._send(405, b"Use POST to reload.\n", extra={"Allow": "POST"})
+                    return
+                ok, message = app.reload()
+                self._send(200 if ok else 500, (message + "\n").encode())
+            else:
+                self._send(404, b"Not found.\n")
+        except Exception:
+            log.exception("error serving %s %s", self.command, path)
+            self._send(500, b"Internal error; see the exporter's log.\n")
+
+    def do_GET(self) -> None:
+        self._route()
+
+    def do_HEAD(self) -> None:
+        self._route()
+
+    def do_POST(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if length.isdigit() and 0 < int(length) <= 65536:
+            self.rfile.read(int(length))
+        self._route()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    app: WebApp
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """``:10180``, ``0.0.0.0:10180``, ``[::1]:10180`` -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {address!r}: use HOST:PORT or :PORT")
+    host = host.strip("[]")
+    return host, int(port)
+
+
+class WebServer:
+    def __init__(self, app: WebApp, address: str) -> None:
+        host, port = parse_listen_address(address)
+        server_cls = _Server
+        if ":" in host:
+            import socket
+
+            class _Server6(_Server):
+                address_family = socket.AF_INET6
+
+            server_cls = _Server6
+        self._server = server_cls((host or "0.0.0.0", port), _Handler)
+        self._server.app = app
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="web", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
