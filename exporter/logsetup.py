@@ -82,8 +82,9 @@ def setup_logging(
     handler._token_exporter = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # APScheduler logs every job run at INFO; that is noise at our scale.
-    logging.getLogger("apscheduler").setLevel(
-        logging.WARNING if level.lower() != "debug" else logging.INFO
-    )
+    # APScheduler and httpx log every job run and request at INFO: noise at
+    # our scale. At debug level they are let through (still redacted).
+    quiet = logging.WARNING if level.lower() != "debug" else logging.DEBUG
+    for name in ("apscheduler", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
     return handler

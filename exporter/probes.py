@@ -59,6 +59,8 @@ class ProbeRunner:
         """The scheduled job. Never raises: every failure becomes a metric."""
         try:
             await self._run()
+        except asyncio.CancelledError:
+            return  # shutting down
         except Exception:
             log.exception("probe %s: unexpected error", self.label)
 

@@ -68,6 +68,8 @@ class TokenManager:
                     # A probe's renewal ran while we waited and planned anew.
                     return
                 await self._refresh()
+        except asyncio.CancelledError:
+            return  # shutting down: end quietly, plan nothing
         except Exception:  # a bug of ours must not stop the schedule
             log.exception("provider %s: unexpected error during renewal", self.provider_name)
         self.plan_next()
