@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -26,6 +27,8 @@ from exporter.app import Exporter
 from exporter.collector import TokenHealthCollector
 from exporter.config import Config, ConfigError, load_config, summary
 from exporter.logsetup import Redactor, setup_logging
+from exporter.sharding import select
+from exporter.sharding import validate as validate_shard
 from exporter.web import WebApp, WebServer
 
 log = logging.getLogger("exporter")
@@ -39,6 +42,8 @@ class Settings(BaseSettings):
     web_config_file: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    shard: int = 0
+    total_shards: int = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="env TOKEN_EXPORTER_LOG_LEVEL; default info")
     add("--log.format", dest="log_format", choices=["text", "json"],
         help="env TOKEN_EXPORTER_LOG_FORMAT; default text")
+    add("--shard", dest="shard", type=int, metavar="N",
+        help="this replica's shard, 0-based (env TOKEN_EXPORTER_SHARD; default 0)")
+    add("--total-shards", dest="total_shards", type=int, metavar="M",
+        help="number of replicas sharing the provider file; each provider is held by "
+        "exactly one (env TOKEN_EXPORTER_TOTAL_SHARDS; default 1)")
     add("--demo", action="store_true",
         help="run simulated copies of the five seed providers on loopback and monitor them")
     add("--check-config", action="store_true",
@@ -105,8 +115,10 @@ class Runner:
 
     def load(self) -> Config:
         if self.demo:
-            return demo_config(self._demo_env)
-        return load_config(self.settings.config_file)
+            config = demo_config(self._demo_env)
+        else:
+            config = load_config(self.settings.config_file)
+        return shard_config(config, self.settings.shard, self.settings.total_shards)
 
     async def reload(self) -> tuple[bool, str]:
         assert self.exporter is not None
@@ -206,8 +218,23 @@ def demo_environment(simulation: object) -> dict[str, str]:
     return env
 
 
+def shard_config(config: Config, shard: int, total_shards: int) -> Config:
+    """Keep only the providers this replica owns (all of them with one shard)."""
+    if total_shards == 1:
+        return config
+    owned = set(select((p.name for p in config.providers), shard, total_shards))
+    return dataclasses.replace(
+        config, providers=tuple(p for p in config.providers if p.name in owned)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings, args = load_settings(argv)
+    try:
+        validate_shard(settings.shard, settings.total_shards)
+    except ValueError as exc:
+        print(f"token-health-exporter: {exc}", file=sys.stderr)
+        return 2
     redactor = Redactor()
     setup_logging(settings.log_level, settings.log_format, redactor)
     if args.check_config:
@@ -216,7 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"invalid configuration:\n{exc}", file=sys.stderr)
             return 1
+        owned = shard_config(config, settings.shard, settings.total_shards)
         print(summary(config))
+        if settings.total_shards > 1:
+            print(f"shard {settings.shard} of {settings.total_shards} holds: "
+                  f"{', '.join(p.name for p in owned.providers) or 'none'}")
         return 0
     runner = Runner(settings, args.demo)
     runner.redactor = redactor

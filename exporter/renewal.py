@@ -96,9 +96,11 @@ class TokenManager:
         try:
             token = await request_token(self._client, provider, self._clock)
         except TokenError as exc:
+            self.state.completed += 1
             self.state.duration.observe(time.perf_counter() - started)
             self._failed(exc)
             return
+        self.state.completed += 1
         self.state.duration.observe(time.perf_counter() - started)
         if self._on_token is not None:
             self._on_token(token.access_token.get_secret_value())

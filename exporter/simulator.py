@@ -564,6 +564,8 @@ class SimulatedProvider:
             retry_after = self._note_arrival_locked(request.client_ip)
 
         issued = False
+        # The delay comes first so that it also slows the faulty answers: a
+        # slow 503 or a slow 429 is what a struggling provider really sends.
         if faults.delay > 0 and stopping.wait(faults.delay):
             response = _DROP
         elif faults.rate_limited:
@@ -1028,6 +1030,9 @@ class SimulatedProvider:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's backlog of 5 resets connections when an exporter opens a
+    # burst of them at once (all probes at start-up).
+    request_queue_size = 128
     # Bounds handle_request()'s own wait should a client vanish between our
     # select and its accept; stop() is never held up longer than this.
     timeout = 0.5

@@ -70,6 +70,8 @@ class ProviderState:
     token_rejected: bool = False
     next_renewal: float | None = None
     attempts: int = 0
+    #: Token requests that have come back (answered, failed or timed out).
+    completed: int = 0
     failures: dict[ErrorClass, int] = field(default_factory=_zero_by_class)
     consecutive_failures: int = 0
     last_error: ErrorClass | None = None
@@ -91,4 +93,5 @@ class ProviderState:
 
     @property
     def attempted(self) -> bool:
-        return self.last_attempt is not None
+        """Whether a token request has come back, whatever its outcome."""
+        return self.completed > 0 or self.token is not None

@@ -35,6 +35,8 @@ class Harness:
     loop: asyncio.AbstractEventLoop
     port: int
     logs: io.StringIO
+    #: Every access token the exporter obtained, for grepping outputs.
+    tokens: list[str]
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -82,7 +84,13 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    exporter = Exporter(config, on_token=redactor.add)
+    tokens: list[str] = []
+
+    def on_token(value: str) -> None:
+        tokens.append(value)
+        redactor.add(value)
+
+    exporter = Exporter(config, on_token=on_token)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TokenHealthCollector(exporter))
 
@@ -94,7 +102,7 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
     asyncio.run_coroutine_threadsafe(exporter.start(), loop).result(10)
     web.start()
     try:
-        yield Harness(exporter, registry, loop, web.port, logs)
+        yield Harness(exporter, registry, loop, web.port, logs, tokens)
     finally:
         web.stop()
         asyncio.run_coroutine_threadsafe(exporter.stop(), loop).result(10)

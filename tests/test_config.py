@@ -153,7 +153,7 @@ def test_errors_name_file_provider_field_and_line(
 
 def test_error_line_points_at_the_field() -> None:
     text = provider_yaml(timeout="soon")
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "timeout" in l)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "timeout" in row)
     with pytest.raises(ConfigError, match=rf"^providers.yaml:{line}: provider \"broken\""):
         parse_config(text, "providers.yaml", {})
 
@@ -186,7 +186,7 @@ def test_unreadable_and_empty_secret_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
     text = provider_yaml(client_secret="<omit>", client_secret_file=str(empty))
-    with pytest.raises(ConfigError, match="is empty"):
+    with pytest.raises(ConfigError, match=r"is empty"):
         parse_config(text, "p.yaml", {})
 
 
@@ -195,7 +195,7 @@ def test_duplicate_provider_names_and_keys() -> None:
         f"  - name: same\n    token_url: https://a/t\n    client_id: i\n    client_secret: s{i}\n"
         for i in range(2)
     )
-    with pytest.raises(ConfigError, match="duplicate provider name.*same"):
+    with pytest.raises(ConfigError, match=r"duplicate provider name.*same"):
         parse_config(text, "p.yaml", {})
     with pytest.raises(ConfigError, match=r"p.yaml:4: duplicate key 'client_id'"):
         parse_config("providers:\n  - name: a\n    client_id: x\n    client_id: y\n", "p.yaml", {})
@@ -218,7 +218,7 @@ def test_defaults_errors_point_at_defaults() -> None:
 
 
 def test_bad_yaml_and_bad_top_level(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="p.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"p.yaml: invalid YAML"):
         parse_config("providers: [\n", "p.yaml", {})
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         parse_config("- a\n- b\n", "p.yaml", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -120,7 +121,7 @@ def test_short_lifetimes_renew_before_expiry_without_extra_requests(
             time.sleep(0.02)
         requests = sim.token_requests()
     times = [r.time for r in requests]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # Policy: each renewal comes (fraction - U(0, jitter)) * lifetime after the
     # previous token was issued; 0.15 s of slack for scheduling and loopback.
     assert gaps, "no renewal happened"

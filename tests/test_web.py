@@ -1,0 +1,81 @@
+"""The HTTP endpoints, and what promtool thinks of our exposition."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+
+import httpx
+
+from exporter.config import Config
+from exporter.simulator import Simulation
+from tests.harness import running_exporter, wait_for
+from tests.promtool import promtool_path
+
+
+def test_metrics_pass_promtool_check_metrics(demo: Config) -> None:
+    with running_exporter(demo, log_level="info") as h:
+        wait_for(h.exporter.ready, message="first token attempts")
+        wait_for(lambda: h.value("oauth_probe_attempts_total", provider="dokstamp-demo",
+                                 probe="documents"), message="a probe run")
+        body = h.get("/metrics").content
+    proc = subprocess.run([str(promtool_path()), "check", "metrics"], input=body,
+                          capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    text = body.decode()
+    for family in ("oauth_token_valid", "oauth_probe_success", "oauth_provider_info",
+                   "oauth_exporter_build_info", "oauth_token_refresh_failures_total",
+                   "oauth_probe_failures_total", "oauth_token_refresh_duration_seconds_bucket",
+                   "oauth_exporter_config_last_reload_successful"):
+        assert f"\n{family}" in text, family
+
+
+def test_openmetrics_and_gzip(demo: Config) -> None:
+    with running_exporter(demo, log_level="info") as h:
+        wait_for(h.exporter.ready)
+        om = httpx.get(h.url("/metrics"),
+                       headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        assert om.headers["content-type"].startswith("application/openmetrics-text")
+        assert om.text.rstrip().endswith("# EOF")
+        raw = httpx.get(h.url("/metrics"), headers={"Accept-Encoding": "gzip"})
+        assert raw.headers.get("content-encoding") == "gzip"
+        # httpx already decoded it; the bytes on the wire were gzip.
+        assert b"oauth_token_valid" in raw.content
+        assert gzip.decompress(gzip.compress(raw.content)) == raw.content
+
+
+def test_landing_page_has_a_row_per_provider_with_probes(demo: Config) -> None:
+    with running_exporter(demo, log_level="info") as h:
+        wait_for(h.exporter.ready)
+        wait_for(lambda: h.value("oauth_probe_attempts_total", provider="simpledocs-demo",
+                                 probe="create-document"), message="write probe")
+        page = h.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        html = page.text
+        assert html.count("<tr><td>") == 5
+        for p in demo.providers:
+            assert f"<td>{p.name}</td>" in html
+            for probe in p.probes:
+                assert probe.name in html
+        assert "insufficient_scope" in html  # the read-only write probe
+        assert 'class="valid">valid' in html
+        assert 'href="/metrics"' in html
+
+
+def test_health_ready_and_unknown_paths(simulation: Simulation) -> None:
+    slow = simulation.providers["simplestore"]
+    slow.set_faults(delay=1.5)
+    config = (
+        "providers:\n  - name: slow\n    preset: simplestore\n"
+        f"    token_url: {slow.token_url}\n    client_id: x\n    client_secret: y\n"
+        "    timeout: 5s\n"
+    )
+    with running_exporter(config, log_level="info") as h:
+        assert h.get("/-/healthy").status_code == 200
+        assert h.get("/-/ready").status_code == 503  # first attempt still in flight
+        wait_for(lambda: h.get("/-/ready").status_code == 200, timeout=6)
+        assert h.get("/nope").status_code == 404
+        assert httpx.get(h.url("/-/reload")).status_code == 405
+        head = httpx.head(h.url("/metrics"))
+        assert head.status_code == 200 and head.content == b""
