@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -76,6 +76,15 @@ class Exporter:
 
     def provider_states(self) -> Iterable[ProviderState]:
         return [r.state for r in list(self._running.values())]
+
+    def probe_job(self, provider: str, probe: str) -> Callable[[], Awaitable[None]]:
+        """The scheduled job of one probe, for running it now (tests, debugging)."""
+        running = self._running[provider]
+        return next(r.run for r in running.probes if r.probe_state.probe.name == probe)
+
+    def renew_job(self, provider: str) -> Callable[[], Awaitable[None]]:
+        """The renewal job of one provider, for running it now (tests, debugging)."""
+        return self._running[provider].manager.renew
 
     def ready(self) -> bool:
         """True once every provider has had its first token attempt."""

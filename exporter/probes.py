@@ -85,8 +85,9 @@ class ProbeRunner:
             if self.state.provider.preset.one_active_token:
                 log.warning(
                     "probe %s: the API says our newest token was revoked; another client "
-                    "is taking tokens with the same credentials (this provider allows one "
-                    "active token per application, so each new token revokes the last)",
+                    "is probably taking tokens with the same credentials (this provider "
+                    "allows one active token per application, so each new token revokes "
+                    "the last), or the token was revoked explicitly",
                     self.label,
                 )
             else:

@@ -278,3 +278,24 @@ def test_one_job_matcher_documented_in_the_header() -> None:
     assert jobs == {("=", '"token-health-exporter"')}, jobs
     header = RULES_FILE.read_text().split("groups:")[0]
     assert 'job="token-health-exporter"' in header and "sed -i" in header
+
+
+def runbook_queries() -> list[str]:
+    """Every line of every ```promql block in docs/runbooks.md."""
+    blocks = re.findall(r"^```promql\n(.*?)^```", RUNBOOKS.read_text(), re.M | re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_runbook_queries_parse_and_read_known_metrics(tmp_path: Path) -> None:
+    queries = runbook_queries()
+    assert len(queries) >= len(ALERTS)
+    rules = []
+    for i, query in enumerate(queries):
+        expr = re.sub(r"<[a-z]+>", "example", query)  # placeholders such as <provider>
+        names = metric_names(expr)
+        assert names and names <= SPEC_METRICS | PROMETHEUS_SYNTHETIC, query
+        rules.append({"record": f"runbook:query{i}:expr", "expr": expr})
+    path = tmp_path / "runbook.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "runbook", "rules": rules}]}))
+    done = run_promtool("check", "rules", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr

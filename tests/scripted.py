@@ -1,0 +1,109 @@
+"""A loopback HTTP(S) server that answers each path with a scripted response.
+
+For answers the provider simulator does not give (other vendors' error pages,
+redirects, odd statuses), so classification is tested against real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes | str | dict[str, Any] | list[Any] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.hits.append((self.command, self.path))
+        answer = self.server.script.get(self.path, Answer(404, {"error": "not_found"}))
+        if answer.delay and self.server.stopping.wait(answer.delay):
+            return
+        body = answer.body
+        headers = dict(answer.headers)
+        if isinstance(body, dict | list):
+            body = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        elif isinstance(body, str):
+            body = body.encode()
+            headers.setdefault("Content-Type", "text/html; charset=utf-8")
+        self.send_response(answer.status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    script: dict[str, Answer]
+    hits: list[tuple[str, str]]
+    stopping: threading.Event
+
+
+@contextmanager
+def scripted_server(script: dict[str, Answer],
+                    tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``script`` on 127.0.0.1; yield the base URL."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.script, server.hits, server.stopping = script, [], threading.Event()
+    scheme = "http"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and key, made with the openssl CLI."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    proc = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, "openssl is required (apt-get install openssl): " + \
+        proc.stderr.decode()
+    return cert, key
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
