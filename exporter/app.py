@@ -9,20 +9,24 @@ not report ``no_token`` for tokens that are merely still on their way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+import certifi
 import httpx
 
-from exporter.config import Config, Provider
+from exporter.config import Config, Outbound, Provider
 from exporter.probes import ProbeRunner
 from exporter.ratelimit import HostLimiter
 from exporter.renewal import TokenManager
 from exporter.scheduler import Scheduler
 from exporter.state import ProviderState
+from exporter.tokens import revoke_token
 
 log = logging.getLogger("exporter.app")
 
@@ -30,15 +34,63 @@ log = logging.getLogger("exporter.app")
 PROBE_JITTER = 0.1
 
 
-def new_http_client() -> httpx.AsyncClient:
+def outbound_ssl_context(outbound: Outbound) -> ssl.SSLContext | bool:
+    """The TLS settings for one outbound option set (True: httpx's defaults)."""
+    if outbound == Outbound(proxy_url=outbound.proxy_url):
+        return True
+    if outbound.insecure_skip_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        # A configured CA replaces the public ones: a private token endpoint's
+        # CA is usually all that should be trusted for it.
+        context = ssl.create_default_context(cafile=outbound.ca_file or certifi.where())
+    if outbound.cert_file and outbound.key_file:
+        context.load_cert_chain(outbound.cert_file, outbound.key_file)
+    return context
+
+
+DEFAULT_OUTBOUND = Outbound()
+
+
+def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
     # trust_env=False: proxies and CA bundles come from our config, never from
-    # whatever environment the process happens to inherit.
+    # whatever environment the process happens to inherit. Redirects are never
+    # followed: a token request redirected elsewhere would carry the secret.
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,
+        verify=outbound_ssl_context(outbound),
+        proxy=outbound.proxy_url,
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         headers={"User-Agent": "token-health-exporter"},
     )
+
+
+class ClientPool:
+    """One HTTP client per distinct outbound option set, shared by its providers.
+
+    Most providers share the default client; a client (and its SSL context,
+    which is costly to build) is made only for each distinct TLS/proxy setting.
+    """
+
+    def __init__(self, shared: httpx.AsyncClient | None = None) -> None:
+        self._shared = shared
+        self._clients: dict[Outbound, httpx.AsyncClient] = {}
+
+    def get(self, outbound: Outbound) -> httpx.AsyncClient:
+        if self._shared is not None:
+            return self._shared
+        client = self._clients.get(outbound)
+        if client is None:
+            client = self._clients[outbound] = new_http_client(outbound)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
 
 @dataclass
@@ -63,8 +115,7 @@ class Exporter:
         self.config = config
         self._on_token = on_token
         self._scheduler = scheduler or Scheduler()
-        self._own_client = client is None
-        self._client = client
+        self._clients = ClientPool(client)
         self._limiter = limiter or HostLimiter()
         self._clock = clock
         self._rng = rng or random.Random()
@@ -92,22 +143,37 @@ class Exporter:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = new_http_client()
-        return self._client
-
     async def start(self) -> None:
         self._scheduler.start()
         for provider in self.config.providers:
             self._add(provider)
         log.info("monitoring %d provider(s)", len(self.config.providers))
 
-    async def stop(self) -> None:
+    async def stop(self, revoke_timeout: float = 10.0) -> None:
+        """Stop all jobs; revoke tokens where configured; close connections."""
         self._scheduler.shutdown()
-        if self._own_client and self._client is not None:
-            await self._client.aclose()
+        revocations = [
+            self._revoke(r) for r in self._running.values()
+            if r.state.provider.revoke_on_shutdown and r.state.token is not None
+        ]
+        if revocations:
+            try:
+                async with asyncio.timeout(revoke_timeout):
+                    await asyncio.gather(*revocations)
+            except TimeoutError:
+                log.warning("token revocation at shutdown did not finish in %ss",
+                            revoke_timeout)
+        await self._clients.aclose()
+
+    async def _revoke(self, running: _Running) -> None:
+        provider, token = running.state.provider, running.state.token
+        assert token is not None
+        status = await revoke_token(self._clients.get(provider.outbound), provider, token)
+        if status == 200:
+            log.info("provider %s: token revoked at shutdown", provider.name)
+        else:
+            log.warning("provider %s: token revocation at shutdown failed (%s)",
+                        provider.name, f"HTTP {status}" if status else "no answer")
 
     def apply(self, config: Config) -> None:
         """Switch to a new, already validated config.
@@ -140,11 +206,18 @@ class Exporter:
 
     def _add(self, provider: Provider, kept: ProviderState | None = None) -> None:
         name = provider.name
+        if provider.outbound.insecure_skip_verify:
+            log.warning(
+                "provider %s: TLS certificate verification is DISABLED "
+                "(tls.insecure_skip_verify); anyone on the path can read its client secret",
+                name,
+            )
+        client = self._clients.get(provider.outbound)
         state = ProviderState(provider)
         renew_id = f"renew:{name}"
         manager = TokenManager(
             state,
-            self.client,
+            client,
             self._limiter,
             schedule=lambda when: self._scheduler.run_at(renew_id, when, manager.renew),
             clock=self._clock,
@@ -154,7 +227,7 @@ class Exporter:
         running = _Running(state, manager)
         for ps in state.probes.values():
             running.probes.append(
-                ProbeRunner(state, ps, manager, self.client, clock=self._clock)
+                ProbeRunner(state, ps, manager, client, clock=self._clock)
             )
         self._running[name] = running
 

@@ -162,6 +162,25 @@ class ProbeConfig(_Strict):
         return value.upper() if isinstance(value, str) else value
 
 
+class TLSConfig(_Strict):
+    """Outbound TLS for the token endpoint and the probes of one provider."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be set together")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{name} {str(path)!r} is not a readable file")
+        return self
+
+
 class ProviderConfig(Tunables):
     name: str = Field(pattern=_NAME)
     preset: Literal[
@@ -180,6 +199,11 @@ class ProviderConfig(Tunables):
     #: Lifetime to assume when the server states none (default: the preset's).
     token_lifetime: PositiveDuration | None = None
     allow_insecure_http: bool = False
+    tls: TLSConfig | None = None
+    proxy_url: HttpUrl | None = None
+    #: Revoke the held token at shutdown (RFC 7009), so no token outlives us.
+    revoke_on_shutdown: bool = False
+    revocation_url: HttpUrl | None = None
     probes: list[ProbeConfig] = Field(default_factory=list)
 
     @field_validator("token_params")
@@ -224,6 +248,10 @@ class ProviderConfig(Tunables):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate probe name(s): {', '.join(dupes)}")
+        if self.revoke_on_shutdown and not (self.revocation_url or preset.revocation_path):
+            raise ValueError(
+                f"revoke_on_shutdown needs a revocation_url (preset {self.preset} has none)"
+            )
         if self.backoff_initial > self.backoff_max:
             raise ValueError("backoff_initial must not exceed backoff_max")
         return self
@@ -259,6 +287,17 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Outbound:
+    """How to reach a provider: TLS trust and identity, proxy. Shared clients are keyed by it."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+    proxy_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Provider:
     """One credential at one token endpoint, with every default applied."""
 
@@ -281,6 +320,9 @@ class Provider:
     backoff_max: float
     max_response_bytes: int
     probes: tuple[Probe, ...]
+    outbound: Outbound = Outbound()
+    revoke_on_shutdown: bool = False
+    revocation_url: str | None = None
 
     @property
     def token_host(self) -> str:
@@ -446,10 +488,23 @@ def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
         for p in cfg.probes
     )
     fields = cfg.model_fields_set
+    tls = cfg.tls
+    outbound = Outbound(
+        ca_file=str(tls.ca_file) if tls and tls.ca_file else None,
+        cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
+        key_file=str(tls.key_file) if tls and tls.key_file else None,
+        insecure_skip_verify=bool(tls and tls.insecure_skip_verify),
+        proxy_url=cfg.proxy_url,
+    )
+    token_url = cfg.token_url or preset.token_url or ""
+    revocation_url = cfg.revocation_url
+    if revocation_url is None and preset.revocation_path:
+        origin = httpx.URL(token_url)
+        revocation_url = str(origin.copy_with(path=preset.revocation_path, query=None))
     return Provider(
         name=cfg.name,
         preset=preset,
-        token_url=cfg.token_url or preset.token_url or "",
+        token_url=token_url,
         client_id=cfg.client_id,
         client_secret=SecretStr(secret),
         auth_method=cfg.auth_method or preset.auth_method,
@@ -470,6 +525,9 @@ def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
         backoff_max=cfg.backoff_max,
         max_response_bytes=cfg.max_response_bytes,
         probes=probes,
+        outbound=outbound,
+        revoke_on_shutdown=cfg.revoke_on_shutdown,
+        revocation_url=revocation_url,
     )
 
 

@@ -77,20 +77,23 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
+def client_auth(provider: Provider) -> tuple[dict[str, str], dict[str, str]]:
+    """Form fields and headers that authenticate the client, by its auth method."""
+    secret = provider.client_secret.get_secret_value()
+    if provider.auth_method == "client_secret_basic":
+        return {}, {"Authorization": basic_credentials(provider.client_id, secret)}
+    return {"client_id": provider.client_id, "client_secret": secret}, {}
+
+
 def build_request(provider: Provider) -> tuple[dict[str, str], dict[str, str]]:
     """The form fields and headers of a token request for this provider."""
     form: dict[str, str] = {"grant_type": "client_credentials"}
     if provider.scope:
         form["scope"] = provider.scope
     form.update(provider.token_params)
-    headers = {"Accept": "application/json"}
-    secret = provider.client_secret.get_secret_value()
-    if provider.auth_method == "client_secret_basic":
-        headers["Authorization"] = basic_credentials(provider.client_id, secret)
-    else:
-        form["client_id"] = provider.client_id
-        form["client_secret"] = secret
-    return form, headers
+    auth_form, auth_headers = client_auth(provider)
+    form.update(auth_form)
+    return form, {"Accept": "application/json", **auth_headers}
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -259,3 +262,28 @@ async def request_token(
     except TokenError as exc:
         exc.status = status
         raise
+
+
+async def revoke_token(client: httpx.AsyncClient, provider: Provider, token: Token) -> int | None:
+    """Revoke ``token`` at the provider (RFC 7009); return the HTTP status, None if unsent.
+
+    RFC 7009 §2.2: 200 means revoked (or already invalid). Failures are the
+    caller's to log; nothing here raises.
+    """
+    if provider.revocation_url is None:
+        return None
+    auth_form, headers = client_auth(provider)
+    form = {
+        "token": token.access_token.get_secret_value(),
+        "token_type_hint": "access_token",
+        **auth_form,
+    }
+    try:
+        async with asyncio.timeout(provider.timeout):
+            response = await client.post(
+                provider.revocation_url, data=form, headers=headers,
+                timeout=provider.timeout, follow_redirects=False,
+            )
+    except Exception:
+        return None
+    return response.status_code
