@@ -112,13 +112,28 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9._\-]*[A-Za-z0-9_])?$")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOSTNAME.match(host))
+    return True
+
+
 def _check_url(value: str) -> str:
+    if any(c.isspace() for c in value):
+        raise ValueError("invalid URL: contains whitespace")
     try:
         url = httpx.URL(value)
     except (httpx.InvalidURL, TypeError) as exc:
         raise ValueError(f"invalid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an absolute http:// or https:// URL")
+    if not _valid_host(url.host):
+        raise ValueError(f"invalid URL: bad host {url.host!r}")
     return value
 
 

@@ -490,6 +490,12 @@ class SimulatedProvider:
         with self._lock:
             return list(self._api_log)
 
+    def active_token_count(self) -> int:
+        """Tokens that would be accepted now (neither revoked nor expired)."""
+        now = time.time()
+        with self._lock:
+            return sum(1 for r in self._tokens.values() if not r.revoked and r.expires_at > now)
+
     def issued_token_count(self) -> int:
         """Tokens issued since construction (revoked and expired ones included)."""
         with self._lock:

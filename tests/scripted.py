@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,10 @@ class Answer:
     body: bytes | str | dict[str, Any] | list[Any] = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Seconds between single bytes of the body (a slow-drip response).
+    drip: float = 0.0
+    #: Drop the connection with a TCP reset instead of answering.
+    reset: bool = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -42,6 +47,13 @@ class _Handler(BaseHTTPRequestHandler):
         answer = self.server.script.get(self.path, Answer(404, {"error": "not_found"}))
         if answer.delay and self.server.stopping.wait(answer.delay):
             return
+        if answer.reset:
+            # SO_LINGER with a zero timeout makes close() send RST, not FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
         body = answer.body
         headers = dict(answer.headers)
         if isinstance(body, dict | list):
@@ -55,22 +67,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if not answer.drip:
+            self.wfile.write(body)
+            return
+        for i in range(len(body)):
+            if self.server.stopping.wait(answer.drip):
+                return
+            try:
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default backlog of 5 resets connections when dozens arrive at once.
+    request_queue_size = 128
     script: dict[str, Answer]
     hits: list[tuple[str, str]]
     stopping: threading.Event
 
 
+class Served(str):
+    """The base URL of a scripted server, which also knows what it was asked."""
+
+    hits: list[tuple[str, str]]
+
+
 @contextmanager
 def scripted_server(script: dict[str, Answer],
-                    tls: ssl.SSLContext | None = None) -> Iterator[str]:
-    """Serve ``script`` on 127.0.0.1; yield the base URL."""
+                    tls: ssl.SSLContext | None = None) -> Iterator[Served]:
+    """Serve ``script`` on 127.0.0.1; yield the base URL (with ``.hits``)."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.script, server.hits, server.stopping = script, [], threading.Event()
     scheme = "http"
@@ -81,7 +111,9 @@ def scripted_server(script: dict[str, Answer],
                               daemon=True)
     thread.start()
     try:
-        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
+        served = Served(f"{scheme}://127.0.0.1:{server.server_address[1]}")
+        served.hits = server.hits
+        yield served
     finally:
         server.stopping.set()
         server.shutdown()

@@ -114,7 +114,7 @@ def provider_yaml(**fields: str) -> str:
         ({"colour": "blue"}, "colour", "unknown key"),
         ({"timeout": "soon"}, "timeout", "invalid duration"),
         ({"token_url": "ftp://x/y"}, "token_url", "http"),
-        ({"token_url": "not a url"}, "token_url", "http"),
+        ({"token_url": "not a url"}, "token_url", "invalid URL"),
         ({"token_url": "<omit>"}, None, "token_url is required"),
         ({"preset": "acme"}, "preset", "Input should be"),
         ({"name": "has space"}, "name", "pattern"),
