@@ -30,6 +30,7 @@ from exporter.logsetup import Redactor, setup_logging
 from exporter.sharding import select
 from exporter.sharding import validate as validate_shard
 from exporter.web import WebApp, WebServer
+from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -120,6 +121,10 @@ class Runner:
             config = load_config(self.settings.config_file)
         return shard_config(config, self.settings.shard, self.settings.total_shards)
 
+    def load_web_config(self) -> WebConfig | None:
+        path = self.settings.web_config_file
+        return load_web_config(path) if path else None
+
     async def reload(self) -> tuple[bool, str]:
         assert self.exporter is not None
         try:
@@ -148,6 +153,7 @@ class Runner:
             self._demo_env = demo_environment(simulation)
         try:
             config = self.load()
+            web_config = self.load_web_config()
         except ConfigError as exc:
             log.error("invalid configuration:\n%s", exc)
             if simulation is not None:
@@ -160,7 +166,7 @@ class Runner:
         registry.register(TokenHealthCollector(exporter))
         app = WebApp(registry, exporter.provider_states, exporter.ready, self.reload_from_thread)
         try:
-            web = WebServer(app, self.settings.web_listen_address)
+            web = WebServer(app, self.settings.web_listen_address, web_config)
         except (OSError, ValueError) as exc:
             log.error("cannot listen on %s: %s", self.settings.web_listen_address, exc)
             if simulation is not None:
@@ -174,12 +180,13 @@ class Runner:
         )
         await exporter.start()
         web.start()
-        log.info("listening on %s (port %d)", self.settings.web_listen_address, web.port)
+        log.info("listening on %s (port %d, %s)", self.settings.web_listen_address, web.port,
+                 web.scheme)
         if self.demo:
             print(
                 f"\nDemo running: five simulated providers on loopback.\n"
-                f"  Landing page: http://127.0.0.1:{web.port}/\n"
-                f"  Metrics:      http://127.0.0.1:{web.port}/metrics\n"
+                f"  Landing page: {web.scheme}://127.0.0.1:{web.port}/\n"
+                f"  Metrics:      {web.scheme}://127.0.0.1:{web.port}/metrics\n"
                 "Press Ctrl-C to stop.\n",
                 flush=True,
             )
@@ -240,11 +247,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         try:
             config = load_config(settings.config_file)
+            web_config = (
+                load_web_config(settings.web_config_file) if settings.web_config_file else None
+            )
         except ConfigError as exc:
             print(f"invalid configuration:\n{exc}", file=sys.stderr)
             return 1
         owned = shard_config(config, settings.shard, settings.total_shards)
         print(summary(config))
+        if web_config is not None:
+            print(web_config.summary())
         if settings.total_shards > 1:
             print(f"shard {settings.shard} of {settings.total_shards} holds: "
                   f"{', '.join(p.name for p in owned.providers) or 'none'}")

@@ -4,6 +4,10 @@
 landing page: one row per provider), ``/-/healthy``, ``/-/ready`` and
 ``POST /-/reload``. Handlers only read state; a reload is handed to the event
 loop and awaited there, so all state is still written from one thread.
+
+With a web config (``exporter.webconfig``) the server speaks TLS, handshaking
+in each connection's thread, asks every endpoint for basic auth, and adds the
+configured response headers.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import gzip
 import html
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +29,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.state import ProviderState
+from exporter.webconfig import REALM, TLS_HANDSHAKE_TIMEOUT, BasicAuth, WebConfig
 
 log = logging.getLogger("exporter.web")
 
@@ -117,10 +124,18 @@ def _when(ts: float | None, now: float) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes (separate records with TLS);
+    # with Nagle's algorithm on, each keep-alive response waits ~40 ms for an ACK.
+    disable_nagle_algorithm = True
     server_version = f"token-health-exporter/{__version__}"
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+    def end_headers(self) -> None:
+        for name, value in self.server.extra_headers:
+            self.send_header(name, value)
+        super().end_headers()
 
     def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
               extra: dict[str, str] | None = None) -> None:
@@ -137,6 +152,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _route(self) -> None:
+        auth = self.server.auth
+        if auth is not None and not auth.check(self.headers.get("Authorization")):
+            self._send(401, b"Unauthorized.\n",
+                       extra={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+            return
         app = self.server.app
         path = self.path.split("?", 1)[0]
         try:
@@ -180,6 +200,29 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     app: WebApp
+    auth: BasicAuth | None = None
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    def finish_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        # With TLS the listening socket does not handshake in accept(); each
+        # connection does it here, in its own thread, so a slow or silent
+        # client cannot hold up the others.
+        if isinstance(request, ssl.SSLSocket):
+            previous = request.gettimeout()
+            try:
+                request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+                request.do_handshake()
+                request.settimeout(previous)
+            except (OSError, ValueError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                return  # process_request_thread closes the connection
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Dropped connections and the like: not worth a traceback on stderr.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -192,18 +235,25 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 
 
 class WebServer:
-    def __init__(self, app: WebApp, address: str) -> None:
+    def __init__(self, app: WebApp, address: str, web_config: WebConfig | None = None) -> None:
         host, port = parse_listen_address(address)
         server_cls = _Server
         if ":" in host:
-            import socket
-
             class _Server6(_Server):
                 address_family = socket.AF_INET6
 
             server_cls = _Server6
         self._server = server_cls((host or "0.0.0.0", port), _Handler)
         self._server.app = app
+        self.scheme = "http"
+        if web_config is not None:
+            self._server.auth = web_config.auth
+            self._server.extra_headers = web_config.headers
+            if web_config.ssl_context is not None:
+                self._server.socket = web_config.ssl_context.wrap_socket(
+                    self._server.socket, server_side=True, do_handshake_on_connect=False
+                )
+                self.scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="web", daemon=True
         )

@@ -24,6 +24,7 @@ from exporter.collector import TokenHealthCollector
 from exporter.config import Config, parse_config
 from exporter.logsetup import Redactor, setup_logging
 from exporter.web import WebApp, WebServer
+from exporter.webconfig import WebConfig
 
 T = TypeVar("T")
 
@@ -37,6 +38,8 @@ class Harness:
     logs: io.StringIO
     #: Every access token the exporter obtained, for grepping outputs.
     tokens: list[str]
+    #: "https" when a web config turns TLS on.
+    scheme: str = "http"
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -53,7 +56,7 @@ class Harness:
         return self.registry.get_sample_value(name, labels)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url(path), timeout=10)
@@ -74,7 +77,8 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
 
 @contextmanager
 def running_exporter(config: Config | str, env: dict[str, str] | None = None,
-                     log_level: str = "debug") -> Iterator[Harness]:
+                     log_level: str = "debug",
+                     web_config: WebConfig | None = None) -> Iterator[Harness]:
     if isinstance(config, str):
         config = parse_config(config, "test.yaml", env or {})
     logs = io.StringIO()
@@ -98,11 +102,11 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
         return False, "reload not wired in this harness"
 
     web = WebServer(WebApp(registry, exporter.provider_states, exporter.ready, reload),
-                    "127.0.0.1:0")
+                    "127.0.0.1:0", web_config)
     asyncio.run_coroutine_threadsafe(exporter.start(), loop).result(10)
     web.start()
     try:
-        yield Harness(exporter, registry, loop, web.port, logs, tokens)
+        yield Harness(exporter, registry, loop, web.port, logs, tokens, web.scheme)
     finally:
         web.stop()
         asyncio.run_coroutine_threadsafe(exporter.stop(), loop).result(10)

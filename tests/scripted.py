@@ -139,3 +139,56 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy: the request line carries the absolute URL."""
+
+    server: _ProxyServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        import httpx
+
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.seen.append((self.command, self.path))
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "proxy-connection", "connection",
+                                        "content-length")}
+        upstream = httpx.request(self.command, self.path, headers=headers, content=body,
+                                 timeout=10)
+        self.send_response(upstream.status_code)
+        for k, v in upstream.headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection",
+                                 "content-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(upstream.content)))
+        self.end_headers()
+        self.wfile.write(upstream.content)
+
+    do_GET = do_POST = _forward
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    seen: list[tuple[str, str]]
+
+
+@contextmanager
+def forward_proxy() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A loopback HTTP proxy; yields its URL and the (method, URL) list it forwarded."""
+    server = _ProxyServer(("127.0.0.1", 0), _ProxyHandler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.seen
+    finally:
+        server.shutdown()
+        server.server_close()
