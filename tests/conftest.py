@@ -7,6 +7,7 @@ import pytest
 from exporter.cli import DEMO_LIFETIMES, demo_config, demo_environment
 from exporter.config import Config
 from exporter.simulator import Simulation
+from tests.pki import Pki, make_pki
 
 
 @pytest.fixture
@@ -22,3 +23,9 @@ def simulation() -> Iterator[Simulation]:
 def demo(simulation: Simulation) -> Config:
     """The bundled --demo config, pointed at a fresh simulation."""
     return demo_config(demo_environment(simulation))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throwaway CA with server and client certificates (see tests/pki.py)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -19,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
@@ -34,6 +32,7 @@ from exporter.webconfig import (
     parse_basic_authorization,
 )
 from tests.harness import Harness, running_exporter
+from tests.pki import Pki
 
 NO_PROVIDERS = "providers: []\n"
 PASSWORD = "correct horse battery staple"
@@ -42,96 +41,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def hashed(password: str = PASSWORD) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-
-
-# --------------------------------------------------------------------------- certificates
-
-
-@dataclass(frozen=True)
-class Pki:
-    dir: Path
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    rogue_cert: Path  # a client certificate from a CA the server does not trust
-    rogue_key: Path
-    encrypted_key: Path  # server_key under a passphrase
-
-
-_OPENSSL_CNF = """\
-[req]
-distinguished_name = dn
-[dn]
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-"""
-
-
-def _openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.fail(
-            "the openssl command is needed to make test certificates; install it: "
-            "apt-get update && apt-get install -y openssl"
-        )
-    return path
-
-
-def _make_pki(d: Path) -> Pki:
-    openssl = _openssl()
-    cnf = d / "openssl.cnf"
-    cnf.write_text(_OPENSSL_CNF)
-
-    def run(*args: str) -> None:
-        proc = subprocess.run([openssl, *args], cwd=d, capture_output=True, text=True,
-                              timeout=60, check=False)
-        assert proc.returncode == 0, f"openssl {' '.join(args)}:\n{proc.stderr}"
-
-    newkey = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-
-    def ca(name: str) -> None:
-        run("req", "-config", str(cnf), "-x509", *newkey, "-keyout", f"{name}.key",
-            "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}", "-extensions", "ca")
-
-    def leaf(name: str, issuer: str, section: str, serial: str) -> None:
-        run("req", "-config", str(cnf), "-new", *newkey, "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.crt", "-CAkey",
-            f"{issuer}.key", "-set_serial", serial, "-days", "2", "-out", f"{name}.crt",
-            "-extfile", str(cnf), "-extensions", section)
-
-    ca("test-ca")
-    ca("rogue-ca")
-    leaf("server", "test-ca", "server", "2")
-    leaf("client", "test-ca", "client", "3")
-    leaf("rogue-client", "rogue-ca", "client", "4")
-    run("pkey", "-in", "server.key", "-aes256", "-passout", "pass:sesame",
-        "-out", "server.enc.key")
-    return Pki(d, d / "test-ca.crt", d / "server.crt", d / "server.key", d / "client.crt",
-               d / "client.key", d / "rogue-client.crt", d / "rogue-client.key",
-               d / "server.enc.key")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return _make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def client_context(pki: Pki, cert: Path | None = None, key: Path | None = None,
