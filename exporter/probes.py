@@ -77,6 +77,15 @@ class ProbeRunner:
             self._record(outcome)
             return
 
+        current = self.state.valid_token(self._clock())
+        if self.state.token is not token and current is not None:
+            # A renewal replaced our token while the probe was in flight (at a
+            # one-active-token provider the new token revokes the old one).
+            # That says nothing about the credential: retry with the new token.
+            self._count_sent(outcome)
+            self._record(await self._send(current))
+            return
+
         self._record(outcome)
         newest = self.state.token is token
         if newest:
@@ -127,6 +136,10 @@ class ProbeRunner:
         return Outcome(status, classify_response(status, response.headers, body or b"", "probe"),
                        duration)
 
+    def _count_sent(self, outcome: Outcome) -> None:
+        self.probe_state.attempts += 1
+        self.probe_state.duration.observe(outcome.duration)
+
     def _record(self, outcome: Outcome) -> None:
         ps = self.probe_state
         now = self._clock()
@@ -137,8 +150,7 @@ class ProbeRunner:
         if outcome.error is ErrorClass.NO_TOKEN:
             ps.failures[outcome.error] += 1
             return  # nothing was sent: no attempt, no latency
-        ps.attempts += 1
-        ps.duration.observe(outcome.duration)
+        self._count_sent(outcome)
         if outcome.error is None:
             ps.last_success = now
         else:

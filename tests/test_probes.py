@@ -318,3 +318,30 @@ providers:
                                          probe="api", error=e.value) for e in ErrorClass}
             assert {k for k, v in failures.items() if v} == {"invalid_token"}, failures
             assert h.value("oauth_probe_success", provider="p", probe="api") == 1.0
+
+
+def test_a_token_replaced_mid_probe_is_not_a_revocation() -> None:
+    """At SimpleDocs a renewal revokes the old token. A probe still in flight
+    with the old token gets token_revoked; that is our own renewal, not another
+    client, so it is retried with the new token and not counted as a failure."""
+    with SimulatedProvider("simpledocs") as sim:
+        sim.add_client("app", SECRET, scopes="read")
+        with running_exporter(simpledocs_config(sim, interval="1h")) as h:
+            wait_for(lambda: h.value("oauth_probe_success", provider="sd", probe="read") == 1)
+            sim.set_faults(api_delay=0.5)
+
+            async def race() -> None:
+                import asyncio
+
+                probe = asyncio.ensure_future(h.exporter.probe_job("sd", "read")())
+                await asyncio.sleep(0.2)  # the probe is waiting on the API now
+                await h.exporter.renew_job("sd")()
+                await probe
+
+            h.call(race())
+            assert token_requests(sim) == 2  # only the scheduled renewal
+            assert h.value("oauth_probe_failures_total", provider="sd", probe="read",
+                           error="token_revoked") == 0.0
+            assert h.value("oauth_probe_success", provider="sd", probe="read") == 1.0
+            assert h.value("oauth_probe_attempts_total", provider="sd", probe="read") == 3.0
+            assert "another client" not in h.logs.getvalue()
