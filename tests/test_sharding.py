@@ -114,3 +114,28 @@ def test_bad_arguments_are_rejected(shard: object, total: object, message: str) 
 def test_shard_of_rejects_a_bad_total() -> None:
     with pytest.raises(ValueError, match="total_shards must be at least 1"):
         shard_of("x", 0)
+
+
+def test_cli_replicas_hold_disjoint_complete_provider_sets(tmp_path: Path) -> None:
+    """Three replicas given the same file: each provider is held by exactly one."""
+    names = [f"provider-{i}" for i in range(12)]
+    path = tmp_path / "providers.yaml"
+    path.write_text("providers:\n" + "".join(
+        f"  - name: {n}\n    token_url: https://auth.example/token\n"
+        f"    client_id: id\n    client_secret: s\n" for n in names))
+    held: list[str] = []
+    for shard in range(3):
+        proc = subprocess.run(
+            [sys.executable, "-m", "exporter", "--check-config", "--config.file", str(path),
+             "--shard", str(shard), "--total-shards", "3"],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(f"shard {shard} of 3"))
+        owned = line.split("holds: ", 1)[1].split(", ")
+        assert owned == select(names, shard, 3)
+        held += owned
+    assert sorted(held) == sorted(names)
+    bad = subprocess.run([sys.executable, "-m", "exporter", "--check-config", "--config.file",
+                          str(path), "--shard", "3", "--total-shards", "3"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "shard must be between 0 and total_shards - 1" in bad.stderr
