@@ -375,7 +375,7 @@ class ConfigError(Exception):
 
 
 @dataclass
-class _Located:
+class LocatedYaml:
     """Parsed YAML plus the line of every key, by path."""
 
     data: Any
@@ -386,7 +386,7 @@ class _LineLoader(yaml.SafeLoader):
     pass
 
 
-def _compose(text: str, path: str) -> _Located:
+def compose_yaml(text: str, path: str) -> LocatedYaml:
     try:
         node = yaml.compose(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
@@ -418,10 +418,10 @@ def _compose(text: str, path: str) -> _Located:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return _Located(data, lines)
+    return LocatedYaml(data, lines)
 
 
-def _where(path: str, located: _Located, loc: tuple[str | int, ...]) -> str:
+def locate(path: str, located: LocatedYaml, loc: tuple[str | int, ...]) -> str:
     """``file:line: provider "x": field "a.b"`` for an error location."""
     line = None
     for n in range(len(loc), -1, -1):
@@ -546,8 +546,8 @@ def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
     )
 
 
-def _format_validation(
-    path: str, located: _Located, exc: ValidationError, prefix: tuple[str, ...] = ()
+def format_validation(
+    path: str, located: LocatedYaml, exc: ValidationError, prefix: tuple[str, ...] = ()
 ) -> list[str]:
     out = []
     for err in exc.errors(include_input=False, include_url=False):
@@ -556,14 +556,14 @@ def _format_validation(
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        out.append(f"{_where(path, located, loc)}: {msg}")
+        out.append(f"{locate(path, located, loc)}: {msg}")
     return out
 
 
 def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     """Validate the text of a provider file; raise ConfigError naming what is wrong."""
     env = os.environ if env is None else env
-    located = _compose(text, path)
+    located = compose_yaml(text, path)
     raw = located.data if located.data is not None else {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with a providers list")
@@ -571,14 +571,14 @@ def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | Non
     raw = _interpolate(raw, (), env, var_errors)
     if var_errors:
         raise ConfigError(
-            "\n".join(f"{_where(path, located, at)}: {msg}" for at, msg in var_errors)
+            "\n".join(f"{locate(path, located, at)}: {msg}" for at, msg in var_errors)
         )
 
     # defaults are validated on their own first, so their errors point at them.
     try:
         defaults = Tunables.model_validate(raw.get("defaults") or {})
     except ValidationError as exc:
-        lines = _format_validation(path, located, exc, ("defaults",))
+        lines = format_validation(path, located, exc, ("defaults",))
         raise ConfigError("\n".join(lines)) from None
     default_values = defaults.model_dump(exclude_unset=True)
     providers = raw.get("providers")
@@ -589,7 +589,7 @@ def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | Non
     try:
         file_cfg = FileConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_format_validation(path, located, exc))) from None
+        raise ConfigError("\n".join(format_validation(path, located, exc))) from None
 
     resolved = []
     errors = []
@@ -604,7 +604,7 @@ def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | Non
                 secret = _read_secret_file(pcfg.client_secret_file)
         except ValueError as exc:
             field = "client_secret" if pcfg.client_secret is not None else "client_secret_file"
-            errors.append(f"{_where(path, located, ('providers', i, field))}: {exc}")
+            errors.append(f"{locate(path, located, ('providers', i, field))}: {exc}")
             continue
         resolved.append(_resolve(pcfg, secret))
     if errors:
@@ -612,16 +612,20 @@ def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | Non
     return Config(path=path, providers=tuple(resolved))
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a provider file."""
+def read_config_text(path: str | os.PathLike[str], what: str = "config file") -> str:
+    """The text of a config file; ConfigError naming the file if it cannot be read."""
     name = os.fspath(path)
     try:
-        text = Path(name).read_text(encoding="utf-8")
+        return Path(name).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{name}: cannot read config file: {exc.strerror or exc}") from None
+        raise ConfigError(f"{name}: cannot read {what}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{name}: config file is not UTF-8 text") from None
-    return parse_config(text, name, env)
+        raise ConfigError(f"{name}: {what} is not UTF-8 text") from None
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a provider file."""
+    return parse_config(read_config_text(path), os.fspath(path), env)
 
 
 def summary(config: Config) -> str:

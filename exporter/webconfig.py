@@ -58,7 +58,14 @@ from pydantic import (
     field_validator,
 )
 
-from exporter.config import ConfigError, _compose, _format_validation, _Located, _where
+from exporter.config import (
+    ConfigError,
+    LocatedYaml,
+    compose_yaml,
+    format_validation,
+    locate,
+    read_config_text,
+)
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -354,9 +361,11 @@ def _readable(path: Path) -> str | None:
     return None
 
 
-def _ssl_context(tls: TLSServerConfig, base: Path, path: str, located: _Located) -> ssl.SSLContext:
+def _ssl_context(
+    tls: TLSServerConfig, base: Path, path: str, located: LocatedYaml
+) -> ssl.SSLContext:
     def where(field: str) -> str:
-        return _where(path, located, ("tls_server_config", field))
+        return locate(path, located, ("tls_server_config", field))
 
     def resolve(name: str) -> Path:
         return base / name
@@ -428,7 +437,7 @@ def _ssl_context(tls: TLSServerConfig, base: Path, path: str, located: _Located)
 
 def parse_web_config(text: str, path: str, base_dir: Path) -> WebConfig:
     """Validate the text of a web config; relative file names are read from base_dir."""
-    located = _compose(text, path)
+    located = compose_yaml(text, path)
     raw = located.data if located.data is not None else {}
     if not isinstance(raw, dict):
         raise ConfigError(
@@ -438,7 +447,7 @@ def parse_web_config(text: str, path: str, base_dir: Path) -> WebConfig:
     try:
         model = WebConfigFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_format_validation(path, located, exc))) from None
+        raise ConfigError("\n".join(format_validation(path, located, exc))) from None
 
     description: list[str] = []
     tls = model.tls_server_config
@@ -479,10 +488,5 @@ def parse_web_config(text: str, path: str, base_dir: Path) -> WebConfig:
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Read and validate a web config file; ConfigError names the file and field."""
     name = os.fspath(path)
-    try:
-        text = Path(name).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read web config file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: web config file is not UTF-8 text") from None
+    text = read_config_text(name, "web config file")
     return parse_web_config(text, name, Path(name).absolute().parent)
