@@ -70,12 +70,18 @@ class WebApp:
             else:
                 state, left = "expired", "-"
             probes = "".join(
-                f"<li>{html.escape(ps.probe.name)}: "
-                f"{'ok' if ps.success else ('-' if ps.success is None else 'failing')}"
+                f'<li class="{_probe_word(ps.success)}">{html.escape(ps.probe.name)}: '
+                f"{_probe_word(ps.success)}"
                 f" (HTTP {ps.status}{', ' + html.escape(ps.last_error) if ps.last_error else ''})"
                 "</li>"
                 for ps in st.probes.values()
             )
+            secret = "-"
+            if prov.client_secret_expires_at is not None:
+                days = (prov.client_secret_expires_at - now) / 86400
+                css = "expired" if days < 14 else ("soon" if days < 28 else "")
+                secret = f'<span class="{css}">{days:.0f} days</span>'
+
             rows.append(
                 "<tr>"
                 f"<td>{html.escape(prov.name)}</td>"
@@ -84,27 +90,36 @@ class WebApp:
                 f'<td class="{state}">{state}</td>'
                 f"<td>{left}</td>"
                 f"<td>{_when(st.next_renewal, now)}</td>"
-                f"<td>{html.escape(st.last_error or '-')}</td>"
+                f'<td class="{"expired" if st.last_error else ""}">'
+                f"{html.escape(st.last_error or '-')}</td>"
+                f"<td>{secret}</td>"
                 f"<td><ul>{probes or '<li>-</li>'}</ul></td>"
                 "</tr>"
             )
         body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Token health exporter</title>
+<meta http-equiv="refresh" content="30">
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}
-ul{{margin:0;padding-left:1.1em}} .valid{{color:#1a7f37}} .expired,.rejected,.none{{color:#cf222e}}
+ul{{margin:0;padding-left:1.1em}} .valid,.ok{{color:#1a7f37}} .soon{{color:#9a6700}}
+.expired,.rejected,.none,.failing{{color:#cf222e}}
 </style></head><body>
 <h1>Token health exporter</h1>
 <p>Version {html.escape(__version__)}.
 <a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Ready</a></p>
 <table><thead><tr><th>Provider</th><th>Preset</th><th>Token host</th><th>Token</th>
-<th>Time left</th><th>Next renewal</th><th>Last error</th><th>Probes</th></tr></thead>
+<th>Time left</th><th>Next renewal</th><th>Last error</th><th>Client secret</th>
+<th>Probes</th></tr></thead>
 <tbody>
-{"".join(rows) or '<tr><td colspan="8">No providers configured.</td></tr>'}
+{"".join(rows) or '<tr><td colspan="9">No providers configured.</td></tr>'}
 </tbody></table></body></html>
 """
         return body.encode()
+
+
+def _probe_word(success: bool | None) -> str:
+    return "not run yet" if success is None else ("ok" if success else "failing")
 
 
 def _duration(seconds: float) -> str:
