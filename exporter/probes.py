@@ -13,6 +13,7 @@ token. It never loops: a second refusal is simply the result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -69,6 +70,13 @@ class ProbeRunner:
         token: Token | None = None
         if probe.auth == "bearer":
             token = self.state.valid_token(self._clock())
+            if token is None:
+                # A renewal in flight (say, after another probe's token was
+                # refused) will likely bring one: wait for it, within our timeout.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(probe.timeout):
+                        await self._tokens.wait_while_renewing()
+                token = self.state.valid_token(self._clock())
             if token is None:
                 self._record(Outcome(0, ErrorClass.NO_TOKEN, 0.0))
                 return

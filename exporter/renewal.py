@@ -82,6 +82,12 @@ class TokenManager:
                 self.plan_next()
         return self.state.valid_token(self._clock())
 
+    async def wait_while_renewing(self) -> None:
+        """Return once no renewal of this provider is in flight."""
+        if self._lock.locked():
+            async with self._lock:
+                pass
+
     def adopt(self, token: Token) -> None:
         """Take over a token obtained earlier (config reload kept this credential)."""
         self.state.token = token
@@ -127,7 +133,9 @@ class TokenManager:
         state.consecutive_failures += 1
         state.last_error = exc.error
         self._retry_after = exc.retry_after
-        if exc.retry_after:
+        if exc.retry_after and state.provider.token_rate_limit is not None:
+            # Where the budget is per IP (a host with a known limit), the wait
+            # applies to every credential on the host; elsewhere only to this one.
             self._limiter.close_until(state.provider.token_host, exc.retry_after)
         log.warning(
             "provider %s: token request failed (%s, %d in a row): %s",

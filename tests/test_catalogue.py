@@ -10,6 +10,7 @@ naming the file, the provider and the field.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,38 @@ def test_non_utf8_and_binary_config_files(tmp_path: Path) -> None:
     path.write_bytes(b"\x00\x01\x02")
     with pytest.raises(ConfigError, match=str(path)):
         load_config(path)
+
+
+def test_a_429_closes_the_host_only_where_the_budget_is_per_ip() -> None:
+    """Retry-After from a host with a known per-IP limit holds back every
+    credential there; from any other host it holds back only the one refused."""
+    script = {"/busy": Answer(429, {"error": "rate_limited"}, {"Retry-After": "3600"}),
+              "/token": Answer(200, tok())}
+    with scripted_server(script) as base:
+        providers = [
+            {"name": name, "token_url": f"{base}{path}", "client_id": "c",
+             "client_secret": SECRET, "backoff_initial": "1h", "backoff_max": "1h",
+             **({"token_rate_limit": "100/1m"} if limited else {})}
+            for name, path, limited in (("refused", "/busy", False), ("neighbour", "/token",
+                                                                       False))
+        ]
+        with running_exporter(yaml.safe_dump({"providers": providers}),
+                              log_level="info") as h:
+            wait_for(h.exporter.ready)
+            assert h.value("oauth_token_valid", provider="refused") == 0.0
+            h.call(h.exporter.renew_job("neighbour")())  # after the 429: not held back
+            assert h.value("oauth_token_refresh_attempts_total", provider="neighbour") == 2.0
+            assert h.value("oauth_token_valid", provider="neighbour") == 1.0
+        for p in providers:
+            p["token_rate_limit"] = "100/1m"
+        # Start with the refused provider alone, then add its neighbour on the same host.
+        with running_exporter(yaml.safe_dump({"providers": providers[:1]}),
+                              log_level="info") as h:
+            wait_for(lambda: h.value("oauth_token_refresh_failures_total", provider="refused",
+                                     error="rate_limited") == 1.0)
+            both = parse_config(yaml.safe_dump({"providers": providers}), "p.yaml", {})
+            h.run(lambda: h.exporter.apply(both))
+            time.sleep(1.0)
+            # The host is closed for everyone on it: the neighbour has sent nothing.
+            assert h.value("oauth_token_refresh_attempts_total", provider="neighbour") == 0.0
+            assert h.get("/-/ready").status_code == 503
