@@ -14,7 +14,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import certifi
@@ -32,6 +32,14 @@ log = logging.getLogger("exporter.app")
 
 #: Probes run every interval ± this fraction of it, so probes configured alike spread out.
 PROBE_JITTER = 0.1
+#: First token requests of new providers, and first runs of new probes, are
+#: started at most this many a second (each kind on its own). A few providers
+#: start as before; thousands (a start or reload with thousands of credentials)
+#: are spread over seconds instead of all firing in the same instant, where
+#: their requests queued behind each other until they timed out, and where the
+#: probes' later runs, anchored on the first, stayed bunched together
+#: (benchmarks/README.md, scheduler_capacity).
+STARTS_PER_SECOND = 250.0
 
 
 def outbound_ssl_context(outbound: Outbound) -> ssl.SSLContext | bool:
@@ -53,17 +61,91 @@ def outbound_ssl_context(outbound: Outbound) -> ssl.SSLContext | bool:
 
 DEFAULT_OUTBOUND = Outbound()
 
+#: Requests one HTTP client has in flight at once (and connections it may open).
+MAX_CONNECTIONS = 1000
+#: Idle connections one HTTP client keeps open for reuse (httpx's own default).
+#: Why not more: httpcore's pool checks every idle connection's socket, and
+#: counts all its connections once per idle one, each time a request starts or
+#: ends; with 200 idle connections that cost milliseconds per request.
+MAX_KEEPALIVE = 20
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that gives its request's slot back when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+class _BoundedTransport(httpx.AsyncBaseTransport):
+    """Lets at most ``limit`` requests into the connection pool at once; the rest queue here.
+
+    Why: httpcore's pool, whenever a request starts or ends, matches every
+    request queued in it against every connection it holds. With a thousand
+    credentials starting together (a thousand token requests, then two thousand
+    probes) that is millions of checks per event: the event loop spent minutes
+    in them and requests timed out (benchmarks/README.md, scheduler_capacity).
+    Waiting on a semaphore instead costs O(1), and with ``limit`` equal to the
+    pool's ``max_connections`` the pool never has a queue, while as many
+    requests as before may be in flight. The wait is bounded by the request's
+    pool timeout and fails as ``httpx.PoolTimeout``, as waiting in the pool would.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self._slots = asyncio.Semaphore(limit)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {}).get("pool")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("timed out waiting for a free connection",
+                                    request=request) from None
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self._slots.release()
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _ReleasingStream(response.stream, self._slots.release)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
 
 def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
     # trust_env=False: proxies and CA bundles come from our config, never from
     # whatever environment the process happens to inherit. Redirects are never
     # followed: a token request redirected elsewhere would carry the secret.
+    # The transport is built here, with the same arguments AsyncClient would
+    # use for it (proxy included), so that it can be wrapped.
+    transport = httpx.AsyncHTTPTransport(
+        verify=outbound_ssl_context(outbound),
+        trust_env=False,
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
+                            max_keepalive_connections=MAX_KEEPALIVE),
+        proxy=outbound.proxy_url,
+    )
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,
-        verify=outbound_ssl_context(outbound),
-        proxy=outbound.proxy_url,
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        transport=_BoundedTransport(transport, MAX_CONNECTIONS),
         headers={"User-Agent": "token-health-exporter"},
     )
 
@@ -120,6 +202,9 @@ class Exporter:
         self._clock = clock
         self._rng = rng or random.Random()
         self._running: dict[str, _Running] = {}
+        # The next free start slot for a first token request and a first probe run.
+        self._next_renewal_start = 0.0
+        self._next_probe_start = 0.0
         self.config_reload_ok = True
         self.config_reload_time = clock()
 
@@ -244,10 +329,16 @@ class Exporter:
             if self._running.get(name) is running:
                 self._start_probes(running)
 
-        self._scheduler.run_at(renew_id, self._clock(), first_renewal)
+        first = max(self._clock(), self._next_renewal_start)
+        self._next_renewal_start = first + 1.0 / STARTS_PER_SECOND
+        self._scheduler.run_at(renew_id, first, first_renewal)
 
     def _start_probes(self, running: _Running) -> None:
-        now = self._clock()
+        # A provider's probes still start together (they share one token, and
+        # what one of them learns about it is seen by the others as before);
+        # the next provider's probes wait for as many slots as these took.
+        first = max(self._clock(), self._next_probe_start)
+        self._next_probe_start = first + len(running.probes) / STARTS_PER_SECOND
         for runner in running.probes:
             probe = runner.probe_state.probe
             self._scheduler.run_every(
@@ -255,7 +346,7 @@ class Exporter:
                 probe.interval,
                 probe.interval * PROBE_JITTER,
                 runner.run,
-                first=now,
+                first=first,
             )
 
     def _remove(self, name: str) -> None:

@@ -1,0 +1,234 @@
+"""Shared helpers for the benchmark scripts: configs, the simulator process, statistics.
+
+Nothing here is timed. The helpers build what a benchmark measures (a parsed
+config with N credentials, a simulator running in its own process) and
+summarise what it saw.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.config import Config, parse_config
+from exporter.simulator import KINDS, TOKEN_PATHS
+
+#: Simulator kinds without a token rate limit, so N credentials can start at once
+#: (SimpleDocs' 10 requests/min per IP would make start-up take N/10 minutes).
+UNLIMITED_KINDS: tuple[str, ...] = ("smartdocumentor", "simplifi", "simplestore", "dokstamp")
+
+#: Every kind, for benchmarks that need no simulator (render).
+ALL_KINDS: tuple[str, ...] = KINDS
+
+#: Two probes per kind: each kind's API endpoint, plus a second request that the
+#: simulator answers cheaply (HEAD, a single record, or DokStamp's public download).
+PROBES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    # name, method, path, auth
+    "simpledocs": (
+        ("documents", "GET", "/v1/documents", "bearer"),
+        ("documents-head", "HEAD", "/v1/documents", "bearer"),
+    ),
+    "smartdocumentor": (
+        ("templates", "GET", "/api/v1/templates", "bearer"),
+        ("templates-head", "HEAD", "/api/v1/templates", "bearer"),
+    ),
+    "simplifi": (
+        ("employees", "GET", "/api/v1/employees", "bearer"),
+        ("employee", "GET", "/api/v1/employees/123", "bearer"),
+    ),
+    "simplestore": (
+        ("products", "GET", "/api/v1/products", "bearer"),
+        ("products-head", "HEAD", "/api/v1/products", "bearer"),
+    ),
+    "dokstamp": (
+        ("documents", "GET", "/api/v1/documents", "bearer"),
+        ("public-download", "GET",
+         "/files/0b6f1c8e-5d1e-4c55-9a3e-2f7d1c9b8a11/download", "none"),
+    ),
+}
+
+
+def credential(i: int) -> tuple[str, str, str]:
+    """``(provider name, client id, client secret)`` of credential number ``i``."""
+    # Distinct secrets, as in real use: the log redactor keeps every one.
+    return f"cred-{i:05d}", f"client-{i:05d}", f"bench-secret-{i:05d}-Xq7vN2"
+
+
+def kind_of(i: int, kinds: Sequence[str]) -> str:
+    return kinds[i % len(kinds)]
+
+
+def config_yaml(n: int, base_urls: dict[str, str], kinds: Sequence[str], *,
+                probe_interval: float, defaults: dict[str, Any] | None = None) -> str:
+    """A provider file with ``n`` credentials round-robin over ``kinds``, 2 probes each."""
+    lines = ["defaults:", f"  probe_interval: {probe_interval}s", "  timeout: 10s"]
+    lines += [f"  {k}: {v}" for k, v in (defaults or {}).items()]
+    lines.append("providers:")
+    for i in range(n):
+        kind = kind_of(i, kinds)
+        name, client_id, secret = credential(i)
+        base = base_urls[kind]
+        lines += [
+            f"  - name: {name}",
+            f"    preset: {kind}",
+            f"    token_url: {base}{TOKEN_PATHS[kind]}",
+            f"    client_id: {client_id}",
+            f"    client_secret: {secret}",
+        ]
+        if kind == "dokstamp":
+            lines.append("    headers: {X-Tenant: bench}")
+        if kind == "smartdocumentor":
+            lines.append("    client_secret_expires_at: 2030-01-01T00:00:00Z")
+        lines.append("    probes:")
+        for probe, method, path, auth in PROBES[kind]:
+            lines += [
+                f"      - name: {probe}",
+                f"        method: {method}",
+                f"        url: {base}{path}",
+                f"        auth: {auth}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def build_config(n: int, base_urls: dict[str, str], kinds: Sequence[str], *,
+                 probe_interval: float, defaults: dict[str, Any] | None = None) -> Config:
+    text = config_yaml(n, base_urls, kinds, probe_interval=probe_interval, defaults=defaults)
+    return parse_config(text, "bench.yaml", {})
+
+
+# --------------------------------------------------------------------------- simulator process
+
+
+def _serve(conn: multiprocessing.connection.Connection, n: int, kinds: Sequence[str],
+           lifetime: int | None, max_seconds: float) -> None:
+    """Child process: one simulator per kind with that kind's credentials registered."""
+    from exporter.simulator import SimulatedProvider
+
+    sims = {kind: SimulatedProvider(kind, rate_limit=None, lifetime=lifetime).start()
+            for kind in kinds}
+    try:
+        for i in range(n):
+            _, client_id, secret = credential(i)
+            sims[kind_of(i, kinds)].add_client(client_id, secret)
+        conn.send({kind: sim.base_url for kind, sim in sims.items()})
+        # Bounded: ends on "stop", when the parent goes away, or at the deadline.
+        deadline = time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            if not conn.poll(1.0):
+                continue
+            try:
+                message = conn.recv()
+            except EOFError:
+                break
+            if message == "stats":
+                conn.send({
+                    "token_requests": sum(s._token_request_total for s in sims.values()),
+                    "api_requests": sum(s._api_request_total for s in sims.values()),
+                    "issued_tokens": sum(s.issued_token_count() for s in sims.values()),
+                })
+            elif message == "token_log":
+                conn.send([(r.client_id, r.time, r.issued)
+                           for s in sims.values() for r in s.token_requests()])
+            elif message == "stop":
+                break
+    finally:
+        for sim in sims.values():
+            sim.stop()
+
+
+@dataclass
+class SimulatorProcess:
+    base_urls: dict[str, str]
+    _conn: multiprocessing.connection.Connection
+
+    def _ask(self, message: str) -> Any:
+        self._conn.send(message)
+        if not self._conn.poll(30):
+            raise TimeoutError("simulator did not answer")
+        return self._conn.recv()
+
+    def stats(self) -> dict[str, int]:
+        """Totals: token_requests, issued_tokens, api_requests."""
+        stats: dict[str, int] = self._ask("stats")
+        return stats
+
+    def token_log(self) -> list[tuple[str | None, float, bool]]:
+        """``(client_id, time, issued)`` of every token request (the newest 10,000 per kind)."""
+        log: list[tuple[str | None, float, bool]] = self._ask("token_log")
+        return log
+
+
+@contextmanager
+def simulator_process(n: int, kinds: Sequence[str] = UNLIMITED_KINDS, *,
+                      lifetime: int | None = None,
+                      max_seconds: float = 3600.0) -> Iterator[SimulatorProcess]:
+    """The simulator in its own process, so it does not compete for the exporter's GIL."""
+    # spawn: a fresh interpreter, not a fork of a process that may already run threads.
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child, n, list(kinds), lifetime, max_seconds),
+                       daemon=True, name="simulator")
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(60):
+            raise TimeoutError("simulator did not start")
+        yield SimulatorProcess(parent.recv(), parent)
+    finally:
+        with suppress(OSError):
+            parent.send("stop")
+        proc.join(15)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        parent.close()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), nearest-rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def machine() -> str:
+    """``nproc``, CPU model and Python version, for the README's records."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    # nproc counts the CPUs this process may run on, which is what matters here.
+    return (f"nproc={len(os.sched_getaffinity(0))} cpu={model!r} "
+            f"python={platform.python_version()} "
+            f"date={time.strftime('%Y-%m-%d')}")
+
+
+def rss_mib() -> float:
+    """This process's resident set size, from /proc/self/status VmRSS."""
+    with open("/proc/self/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")

@@ -1,0 +1,144 @@
+"""Resident memory of the exporter at 1,000 and 5,000 credentials (2 probes each).
+
+Each size runs in a fresh interpreter, set up as ``cli.py`` sets up the real
+process (config parsed from YAML, log redactor, ``Exporter``, registry with the
+collector, web server thread), against the simulator running in another
+process. Resident set size is read from ``/proc/self/status`` (``VmRSS``):
+
+* ``imports``: the interpreter with the exporter's modules loaded, no config;
+* ``ready``: every credential holds a token and every probe has run once;
+* ``scraped``: after one ``/metrics`` render (OpenMetrics, as Prometheus asks),
+  whose garbage the allocator may keep;
+* ``peak``: ``VmHWM``, the most the process held at any moment.
+
+    python -m benchmarks.memory                    # 1,000 and 5,000 credentials
+    python -m benchmarks.memory --sizes 2000
+    python -m benchmarks.memory --quick            # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+TARGET_MB_AT_5000 = 200.0
+DEFAULT_SIZES = (1000, 5000)
+OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0"
+
+
+def _status(field: str) -> float:
+    """A ``/proc/self/status`` size field, in MiB."""
+    with open("/proc/self/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
+    # Imported here so that ``imports`` below counts them, as the real process has them.
+    from prometheus_client import CollectorRegistry
+
+    from benchmarks._common import UNLIMITED_KINDS, build_config, simulator_process
+    from exporter.app import Exporter
+    from exporter.collector import TokenHealthCollector
+    from exporter.logsetup import Redactor, setup_logging
+    from exporter.web import WebApp, WebServer
+
+    result: dict[str, Any] = {"credentials": n, "imports": _status("VmRSS")}
+    with simulator_process(n, UNLIMITED_KINDS, max_seconds=startup_timeout + 120) as sim:
+        config = build_config(n, sim.base_urls, UNLIMITED_KINDS, probe_interval=30)
+        redactor = Redactor()
+        redactor.add(*config.secrets())
+        setup_logging("info", "text", redactor, stream=io.StringIO())
+        exporter = Exporter(config, on_token=redactor.add)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(TokenHealthCollector(exporter))
+
+        def no_reload() -> tuple[bool, str]:
+            return False, "not in a benchmark"
+
+        app = WebApp(registry, exporter.provider_states, exporter.ready, no_reload)
+        web = WebServer(app, "127.0.0.1:0")
+        web.start()
+        started = time.monotonic()
+        await exporter.start()
+        states = list(exporter.provider_states())
+
+        def started_up() -> bool:
+            return all(s.token is not None and all(p.last_run is not None
+                                                   for p in s.probes.values())
+                       for s in states)
+
+        deadline = time.monotonic() + startup_timeout
+        while not started_up() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        if not started_up():
+            raise RuntimeError(f"{n} credentials not started up within {startup_timeout}s")
+        result["startup_seconds"] = time.monotonic() - started
+        result["ready"] = _status("VmRSS")
+        body, _ = app.metrics(OPENMETRICS_ACCEPT)
+        result["metrics_bytes"] = len(body)
+        del body
+        result["scraped"] = _status("VmRSS")
+        result["peak"] = _status("VmHWM")
+        result["failures"] = sum(sum(s.failures.values()) + sum(
+            sum(p.failures.values()) for p in s.probes.values()) for s in states)
+        web.stop()
+        await exporter.stop()
+    return result
+
+
+def run_size(n: int, startup_timeout: float) -> dict[str, Any]:
+    """One size in a fresh interpreter, so no size inherits another's heap."""
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--child", str(n),
+           "--startup-timeout", str(startup_timeout)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          timeout=startup_timeout + 300)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT "):])
+            return result
+    raise RuntimeError(f"size {n} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=list(DEFAULT_SIZES), help="comma-separated credential counts")
+    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        result = asyncio.run(_measure(args.child, args.startup_timeout))
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    if args.quick:
+        args.sizes, args.startup_timeout = [5], 60.0
+
+    from benchmarks._common import machine
+
+    print(f"memory  {machine()}")
+    print(f"RSS in MiB (VmRSS); target at 5,000 credentials < {TARGET_MB_AT_5000:g} MB")
+    print(f"{'creds':>6} {'imports':>8} {'ready':>8} {'scraped':>8} {'peak':>8} "
+          f"{'per cred KiB':>12} {'start s':>8} {'fails':>6}")
+    for n in args.sizes:
+        r = run_size(n, args.startup_timeout)
+        per_cred = (r["ready"] - r["imports"]) * 1024 / n
+        print(f"{n:>6} {r['imports']:>8.1f} {r['ready']:>8.1f} {r['scraped']:>8.1f} "
+              f"{r['peak']:>8.1f} {per_cred:>12.1f} {r['startup_seconds']:>8.1f} "
+              f"{r['failures']:>6}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""How many credentials one exporter process can schedule on time.
+
+For each size N (credentials, 2 probes each, every probe at a 30 s interval
+with the exporter's ±10 % jitter) this runs a real ``Exporter`` against the
+provider simulator and measures *scheduling lateness*: how long after its
+scheduled fire time each job actually starts running on the event loop.
+
+Method: APScheduler's asyncio executor wraps every coroutine job in
+``apscheduler.executors.base.run_coroutine_job(job, store, run_times, ...)``,
+where ``run_times`` are the fire times the trigger computed (jitter included).
+We replace that function (as the executor module sees it) with a wrapper that
+notes ``time.time() - run_times[0]`` when the wrapper's coroutine first runs,
+i.e. when the job really starts, and then calls the original. Lateness so
+measured includes everything between "due" and "running": the scheduler's
+wake-up, its bookkeeping, task creation, and the event loop working through
+whatever else is ready (probe responses, other jobs, a /metrics render holding
+the GIL). No exporter code is changed for the measurement.
+
+Each size runs in a fresh process (so sizes do not share heap or sockets), and
+the simulator runs in another process, so it does not compete for the
+exporter's GIL (the machine's second core serves it). A separate scraper
+process fetches /metrics every ``--scrape-interval`` seconds, as Prometheus
+would, because a render holds the GIL and so competes with the event loop.
+
+Start-up (every token requested at once, then every probe's first run) is
+reported separately from the steady state that follows it.
+
+    python -m benchmarks.scheduler_capacity                  # full run, ~12 minutes
+    python -m benchmarks.scheduler_capacity --sizes 2000 --duration 90
+    python -m benchmarks.scheduler_capacity --direct-render --sizes 3000,4000,5000,6000
+    python -m benchmarks.scheduler_capacity --quick          # smoke test, seconds
+
+``--direct-render`` is a what-if: /metrics served by
+``TokenHealthCollector.render()``, as a proposed web.py change would do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import io
+import json
+import multiprocessing
+import multiprocessing.connection
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+TARGET_P99 = 1.0
+#: The Accept header of a Prometheus 2.x scrape with its default scrape protocols.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,"
+                     "application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+DEFAULT_SIZES = (500, 1000, 2000, 3000, 4000)
+
+
+# --------------------------------------------------------------------------- scraper process
+
+
+def _scrape(conn: multiprocessing.connection.Connection, url: str, interval: float,
+            max_seconds: float) -> None:
+    """Child process: GET ``url`` every ``interval`` s until told to stop; report durations."""
+    import httpx
+
+    durations: list[float] = []
+    deadline = time.monotonic() + max_seconds
+    # Ask as Prometheus does (OpenMetrics first, gzip), so the exporter does the
+    # work a real scrape costs it.
+    headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    with httpx.Client(timeout=60, headers=headers) as client:
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                client.get(url).raise_for_status()
+                durations.append(time.monotonic() - started)
+            except httpx.HTTPError:
+                durations.append(float("nan"))
+            # Sleeping on the pipe doubles as the stop signal.
+            if conn.poll(max(0.0, interval - (time.monotonic() - started))):
+                break
+    conn.send(durations)
+
+
+# --------------------------------------------------------------------------- one size
+
+
+async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
+    import apscheduler.executors.asyncio as aps_asyncio
+    from prometheus_client import CollectorRegistry
+
+    from benchmarks._common import UNLIMITED_KINDS, percentile, simulator_process
+    from benchmarks._common import build_config as _build
+    from exporter import web as web_module
+    from exporter.app import Exporter
+    from exporter.collector import TokenHealthCollector
+    from exporter.logsetup import Redactor, setup_logging
+    from exporter.web import WebApp, WebServer
+
+    interval, duration = opts.interval, opts.duration
+    scrape_interval, startup_timeout = opts.scrape_interval, opts.startup_timeout
+
+    # (job id, lateness in s, wall-clock start)
+    samples: list[tuple[str, float, float]] = []
+    original = aps_asyncio.run_coroutine_job
+
+    async def timed(job: Any, jobstore_alias: str, run_times: list[Any],
+                    logger_name: str) -> Any:
+        started = time.time()
+        samples.append((job.id, started - run_times[0].timestamp(), started))
+        return await original(job, jobstore_alias, run_times, logger_name)
+
+    aps_asyncio.run_coroutine_job = timed
+
+    # Full (generation 2) garbage collections hold the GIL from start to end,
+    # whichever thread runs them, so they stall the event loop: record them.
+    gc_pauses: list[tuple[float, float]] = []  # (wall-clock end, seconds), generation 2
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif info["generation"] == 2:
+            gc_pauses.append((time.time(), time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+
+    max_seconds = startup_timeout + duration + 120
+    with simulator_process(n, UNLIMITED_KINDS, max_seconds=max_seconds) as sim:
+        config = _build(n, sim.base_urls, UNLIMITED_KINDS, probe_interval=interval)
+        # As in production (cli.py): a redacting log handler at info level.
+        redactor = Redactor()
+        redactor.add(*config.secrets())
+        setup_logging("info", "text", redactor, stream=io.StringIO())
+        exporter = Exporter(config, on_token=redactor.add)
+        registry = CollectorRegistry(auto_describe=False)
+        collector = TokenHealthCollector(exporter)
+        registry.register(collector)
+        if opts.direct_render:
+            _serve_direct(web_module, collector)
+
+        def no_reload() -> tuple[bool, str]:
+            return False, "not in a benchmark"
+
+        web = WebServer(WebApp(registry, exporter.provider_states, exporter.ready, no_reload),
+                        "127.0.0.1:0")
+        web.start()
+        started = time.time()
+        await exporter.start()
+        states = list(exporter.provider_states())
+
+        def started_up() -> bool:
+            return all(s.token is not None and all(p.last_run is not None
+                                                   for p in s.probes.values())
+                       for s in states)
+
+        deadline = time.monotonic() + startup_timeout
+        while not started_up() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        if not started_up():
+            raise RuntimeError(f"{n} credentials not started up within {startup_timeout}s")
+        startup_seconds = time.time() - started
+        steady_from = time.time()
+
+        ctx = multiprocessing.get_context("spawn")
+        scrape_conn = scraper = None
+        if scrape_interval > 0:
+            scrape_conn, child = ctx.Pipe()
+            scraper = ctx.Process(
+                target=_scrape, daemon=True,
+                args=(child, f"http://127.0.0.1:{web.port}/metrics", scrape_interval,
+                      duration + 60))
+            scraper.start()
+        await asyncio.sleep(duration)
+        scrapes: list[float] = []
+        if scraper is not None and scrape_conn is not None:
+            scrape_conn.send("stop")
+            if scrape_conn.poll(120):
+                scrapes = scrape_conn.recv()
+            scraper.join(10)
+        sim_stats = sim.stats()
+        failures = sum(sum(p.failures.values()) for s in states for p in s.probes.values())
+        attempts = sum(p.attempts for s in states for p in s.probes.values())
+        web.stop()
+        await exporter.stop()
+    aps_asyncio.run_coroutine_job = original
+    gc.callbacks.remove(on_gc)
+    steady_gc = [seconds for at, seconds in gc_pauses if at >= steady_from]
+
+    startup = [late for _, late, at in samples if at < steady_from]
+    steady = [late for _, late, at in samples if at >= steady_from]
+    return {
+        "credentials": n,
+        "startup_seconds": startup_seconds,
+        "startup_jobs": len(startup),
+        "startup_p99": percentile(startup, 99),
+        "startup_max": max(startup, default=float("nan")),
+        "steady_seconds": duration,
+        "steady_jobs": len(steady),
+        "steady_runs_per_second": len(steady) / duration,
+        "p50": percentile(steady, 50),
+        "p99": percentile(steady, 99),
+        "max": max(steady, default=float("nan")),
+        "probe_attempts": attempts,
+        "probe_failures": failures,
+        "gc2_count": len(steady_gc),
+        "gc2_max": max(steady_gc, default=0.0),
+        "scrapes": len(scrapes),
+        "scrape_median": sorted(scrapes)[len(scrapes) // 2] if scrapes else float("nan"),
+        "simulator": sim_stats,
+    }
+
+
+def _serve_direct(web_module: Any, collector: Any) -> None:
+    """What-if: /metrics served by ``TokenHealthCollector.render()`` (not wired in web.py).
+
+    Replaces the encoder choice web.py makes with the same choice, rendered by
+    the collector directly, as a two-line change to ``WebApp.metrics`` would.
+    """
+    from prometheus_client.exposition import choose_encoder
+
+    def choose(accept: str) -> tuple[Any, str]:
+        _, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        return (lambda registry: collector.render(openmetrics=openmetrics)), content_type
+
+    web_module.choose_encoder = choose
+
+
+def _child(args: argparse.Namespace) -> None:
+    result = asyncio.run(_measure(args.child, args))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_size(n: int, opts: argparse.Namespace) -> dict[str, Any]:
+    """Run one size in a fresh interpreter and return what it measured."""
+    cmd = [sys.executable, "-m", "benchmarks.scheduler_capacity", "--child", str(n),
+           "--interval", str(opts.interval), "--duration", str(opts.duration),
+           "--scrape-interval", str(opts.scrape_interval),
+           "--startup-timeout", str(opts.startup_timeout)]
+    if opts.direct_render:
+        cmd.append("--direct-render")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          timeout=opts.startup_timeout + opts.duration + 300)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT "):])
+            return result
+    raise RuntimeError(f"size {n} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from benchmarks._common import machine
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scheduler_capacity",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=list(DEFAULT_SIZES), help="comma-separated credential counts")
+    parser.add_argument("--interval", type=float, default=30.0, help="probe interval (s)")
+    parser.add_argument("--duration", type=float, default=90.0,
+                        help="steady-state seconds measured per size")
+    parser.add_argument("--scrape-interval", type=float, default=15.0,
+                        help="GET /metrics this often during the measurement (0: never)")
+    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--direct-render", action="store_true",
+                        help="what-if: serve /metrics with TokenHealthCollector.render()")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run to prove the script works (smoke test)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        _child(args)
+        return 0
+    if args.quick:
+        args.sizes, args.interval, args.duration = [8], 1.0, 3.0
+        args.scrape_interval, args.startup_timeout = 1.0, 60.0
+
+    print(f"scheduler_capacity  {machine()}")
+    print(f"2 probes per credential every {args.interval:g} s (±10 % jitter); "
+          f"{args.duration:g} s measured per size after start-up; "
+          f"/metrics scraped every {args.scrape_interval:g} s"
+          f"{' (direct render)' if args.direct_render else ''}; target p99 < {TARGET_P99:g} s")
+    print(f"{'creds':>6} {'runs/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'start s':>8} {'start p99 s':>11} {'scrape s':>8} {'gc2':>4} {'gc2 ms':>7} "
+          f"{'fails':>6}  ok")
+    best = 0
+    for n in args.sizes:
+        r = run_size(n, args)
+        ok = r["p99"] < TARGET_P99
+        if ok:
+            best = max(best, n)
+        print(f"{n:>6} {r['steady_runs_per_second']:>7.1f} {r['p50'] * 1e3:>8.1f} "
+              f"{r['p99'] * 1e3:>8.1f} {r['max'] * 1e3:>8.1f} {r['startup_seconds']:>8.1f} "
+              f"{r['startup_p99']:>11.2f} {r['scrape_median']:>8.2f} "
+              f"{r['gc2_count']:>4} {r['gc2_max'] * 1e3:>7.0f} "
+              f"{r['probe_failures']:>6}  {'yes' if ok else 'NO'}", flush=True)
+    print(f"largest size with steady-state p99 lateness < {TARGET_P99:g} s: {best or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

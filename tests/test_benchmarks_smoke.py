@@ -1,0 +1,36 @@
+"""The benchmark scripts still run (each at a tiny size, via its --quick flag).
+
+Benchmarks are scripts, not tests: their figures are recorded in
+benchmarks/README.md. This only proves each one starts, talks to the simulator
+and prints its figures, so a refactor cannot silently break them. The render
+benchmark also checks that the collector's direct renderer is byte-identical
+to prometheus-client's encoders.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> a phrase its output must contain
+BENCHMARKS = {
+    "render": "ratio",
+    "token_economy": "token requests per credential",
+    "scheduler_capacity": "largest size with steady-state p99 lateness",
+    "memory": "RSS in MiB",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_benchmark_runs_quick(name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert BENCHMARKS[name] in proc.stdout, proc.stdout
