@@ -163,8 +163,10 @@ class Runner:
         exporter = Exporter(config, on_token=self.redactor.add)
         self.exporter = exporter
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(TokenHealthCollector(exporter))
-        app = WebApp(registry, exporter.provider_states, exporter.ready, self.reload_from_thread)
+        collector = TokenHealthCollector(exporter)
+        registry.register(collector)
+        app = WebApp(registry, exporter.provider_states, exporter.ready, self.reload_from_thread,
+                     render=collector.render)
         try:
             web = WebServer(app, self.settings.web_listen_address, web_config)
         except (OSError, ValueError) as exc:

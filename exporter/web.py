@@ -44,15 +44,25 @@ class WebApp:
         ready: Callable[[], bool],
         reload: Callable[[], tuple[bool, str]],
         clock: Callable[[], float] = time.time,
+        render: Callable[[bool], bytes] | None = None,
     ) -> None:
         self.registry = registry
         self.states = states
         self.ready = ready
         self.reload = reload
         self.clock = clock
+        #: A direct renderer for a registry that holds only our collector
+        #: (``TokenHealthCollector.render``): the same bytes as the encoder,
+        #: 12-19x faster at 1,000 credentials (benchmarks/README.md).
+        self.render = render
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept or "")
+        # Our names are legacy-valid, so every escaping scheme but "dots"
+        # leaves them as they are and the direct renderer's bytes are exact.
+        if self.render is not None and "escaping=dots" not in content_type:
+            openmetrics = content_type.startswith("application/openmetrics-text")
+            return self.render(openmetrics), content_type
         return encoder(self.registry), content_type
 
     def landing(self) -> bytes:

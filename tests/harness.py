@@ -96,12 +96,14 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
 
     exporter = Exporter(config, on_token=on_token)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TokenHealthCollector(exporter))
+    collector = TokenHealthCollector(exporter)
+    registry.register(collector)
 
     def reload() -> tuple[bool, str]:
         return False, "reload not wired in this harness"
 
-    web = WebServer(WebApp(registry, exporter.provider_states, exporter.ready, reload),
+    web = WebServer(WebApp(registry, exporter.provider_states, exporter.ready, reload,
+                           render=collector.render),
                     "127.0.0.1:0", web_config)
     asyncio.run_coroutine_threadsafe(exporter.start(), loop).result(10)
     web.start()

@@ -79,3 +79,25 @@ def test_health_ready_and_unknown_paths(simulation: Simulation) -> None:
         assert httpx.get(h.url("/-/reload")).status_code == 405
         head = httpx.head(h.url("/metrics"))
         assert head.status_code == 200 and head.content == b""
+
+
+def test_direct_renderer_matches_prometheus_client_byte_for_byte(demo: Config) -> None:
+    """/metrics is written by TokenHealthCollector.render(); it must be exactly
+    what prometheus-client's encoders produce from collect()."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    from exporter.collector import TokenHealthCollector
+
+    with running_exporter(demo, log_level="info") as h:
+        wait_for(h.exporter.ready)
+        wait_for(lambda: h.value("oauth_probe_attempts_total", provider="simpledocs-demo",
+                                 probe="create-document"), message="a failing probe")
+    # The exporter has stopped: its state no longer moves, and the clock is fixed.
+    collector = TokenHealthCollector(h.exporter, clock=lambda: 1_900_000_000.0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    text = collector.render(False)
+    assert text == generate_latest(registry)
+    assert collector.render(True) == om_latest(registry)
+    assert b'error="insufficient_scope",probe="create-document"' in text
