@@ -253,6 +253,8 @@ class Exporter:
     async def _revoke(self, running: _Running) -> None:
         provider, token = running.state.provider, running.state.token
         assert token is not None
+        # A revocation counts against the host's per-IP budget like a token request.
+        await self._limiter.acquire(provider.token_host, provider.token_rate_limit)
         status = await revoke_token(self._clients.get(provider.outbound), provider, token)
         if status == 200:
             log.info("provider %s: token revoked at shutdown", provider.name)
