@@ -29,6 +29,8 @@ class Redactor:
         self._values: OrderedDict[str, None] = OrderedDict()
         self._max = max_values
         self._lock = threading.Lock()
+        #: The values longest first, rebuilt only when a value is added.
+        self._ordered: tuple[str, ...] | None = ()
 
     def add(self, *values: str) -> None:
         with self._lock:
@@ -38,12 +40,15 @@ class Redactor:
                     self._values.move_to_end(value)
             while len(self._values) > self._max:
                 self._values.popitem(last=False)
+            self._ordered = None
 
     def redact(self, text: str) -> str:
         with self._lock:
-            values = list(self._values)
-        # Longest first, so a secret that contains another is replaced whole.
-        for value in sorted(values, key=len, reverse=True):
+            if self._ordered is None:
+                # Longest first, so a secret that contains another is replaced whole.
+                self._ordered = tuple(sorted(self._values, key=len, reverse=True))
+            values = self._ordered
+        for value in values:
             if value in text:
                 text = text.replace(value, REDACTED)
         return text
