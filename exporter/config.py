@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -260,7 +261,7 @@ class ProviderConfig(Tunables):
                 "secret in clear; use https or set allow_insecure_http: true"
             )
         names = [p.name for p in self.probes]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, count in Counter(names).items() if count > 1)
         if dupes:
             raise ValueError(f"duplicate probe name(s): {', '.join(dupes)}")
         if self.revoke_on_shutdown and not (self.revocation_url or preset.revocation_path):
@@ -279,7 +280,7 @@ class FileConfig(_Strict):
     @model_validator(mode="after")
     def _unique(self) -> FileConfig:
         names = [p.name for p in self.providers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, count in Counter(names).items() if count > 1)
         if dupes:
             raise ValueError(f"duplicate provider name(s): {', '.join(dupes)}")
         return self
