@@ -7,6 +7,7 @@ summarise what it saw.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -16,10 +17,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.config import Config, parse_config
 from exporter.simulator import KINDS, TOKEN_PATHS
+
+if TYPE_CHECKING:  # the memory benchmark measures the import of exporter.app itself
+    from exporter.app import Exporter
 
 #: Simulator kinds without a token rate limit, so N credentials can start at once
 #: (SimpleDocs' 10 requests/min per IP would make start-up take N/10 minutes).
@@ -232,3 +236,19 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def wait_started_up(exporter: Exporter, n: int, timeout: float, poll: float) -> None:
+    """Wait until every credential holds a token and every probe has run once."""
+    states = list(exporter.provider_states())
+
+    def started_up() -> bool:
+        return all(s.token is not None and all(p.last_run is not None
+                                               for p in s.probes.values())
+                   for s in states)
+
+    deadline = time.monotonic() + timeout
+    while not started_up() and time.monotonic() < deadline:
+        await asyncio.sleep(poll)
+    if not started_up():
+        raise RuntimeError(f"{n} credentials not started up within {timeout}s")

@@ -46,7 +46,12 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
     # Imported here so that ``imports`` below counts them, as the real process has them.
     from prometheus_client import CollectorRegistry
 
-    from benchmarks._common import UNLIMITED_KINDS, build_config, simulator_process
+    from benchmarks._common import (
+        UNLIMITED_KINDS,
+        build_config,
+        simulator_process,
+        wait_started_up,
+    )
     from exporter.app import Exporter
     from exporter.collector import TokenHealthCollector
     from exporter.logsetup import Redactor, setup_logging
@@ -71,17 +76,7 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         started = time.monotonic()
         await exporter.start()
         states = list(exporter.provider_states())
-
-        def started_up() -> bool:
-            return all(s.token is not None and all(p.last_run is not None
-                                                   for p in s.probes.values())
-                       for s in states)
-
-        deadline = time.monotonic() + startup_timeout
-        while not started_up() and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-        if not started_up():
-            raise RuntimeError(f"{n} credentials not started up within {startup_timeout}s")
+        await wait_started_up(exporter, n, startup_timeout, 0.5)
         result["startup_seconds"] = time.monotonic() - started
         result["ready"] = _status("VmRSS")
         body, _ = app.metrics(OPENMETRICS_ACCEPT)

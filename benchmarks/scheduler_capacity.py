@@ -91,7 +91,12 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
     import apscheduler.executors.asyncio as aps_asyncio
     from prometheus_client import CollectorRegistry
 
-    from benchmarks._common import UNLIMITED_KINDS, percentile, simulator_process
+    from benchmarks._common import (
+        UNLIMITED_KINDS,
+        percentile,
+        simulator_process,
+        wait_started_up,
+    )
     from benchmarks._common import build_config as _build
     from exporter import web as web_module
     from exporter.app import Exporter
@@ -150,17 +155,7 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         started = time.time()
         await exporter.start()
         states = list(exporter.provider_states())
-
-        def started_up() -> bool:
-            return all(s.token is not None and all(p.last_run is not None
-                                                   for p in s.probes.values())
-                       for s in states)
-
-        deadline = time.monotonic() + startup_timeout
-        while not started_up() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        if not started_up():
-            raise RuntimeError(f"{n} credentials not started up within {startup_timeout}s")
+        await wait_started_up(exporter, n, startup_timeout, 0.2)
         startup_seconds = time.time() - started
         steady_from = time.time()
 
