@@ -7,12 +7,15 @@ summarise what it saw.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -252,3 +255,19 @@ async def wait_started_up(exporter: Exporter, n: int, timeout: float, poll: floa
         await asyncio.sleep(poll)
     if not started_up():
         raise RuntimeError(f"{n} credentials not started up within {timeout}s")
+
+
+def run_child(cmd: Sequence[str], n: int, timeout: float) -> dict[str, Any]:
+    """Run one benchmark size in a fresh interpreter; return its ``RESULT`` line."""
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False,
+                          timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT "):])
+            return result
+    raise RuntimeError(f"size {n} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def add_sizes_argument(parser: argparse.ArgumentParser, defaults: Sequence[int]) -> None:
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=list(defaults), help="comma-separated credential counts")

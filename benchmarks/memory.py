@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import io
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -44,7 +43,6 @@ def _status(field: str) -> float:
 
 async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
     # Imported here so that ``imports`` below counts them, as the real process has them.
-    from prometheus_client import CollectorRegistry
 
     from benchmarks._common import (
         UNLIMITED_KINDS,
@@ -53,9 +51,8 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         wait_started_up,
     )
     from exporter.app import Exporter
-    from exporter.collector import TokenHealthCollector
     from exporter.logsetup import Redactor, setup_logging
-    from exporter.web import WebApp, WebServer
+    from exporter.web import WebServer, build_web_app
 
     result: dict[str, Any] = {"credentials": n, "imports": _status("VmRSS")}
     with simulator_process(n, UNLIMITED_KINDS, max_seconds=startup_timeout + 120) as sim:
@@ -64,13 +61,12 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         redactor.add(*config.secrets())
         setup_logging("info", "text", redactor, stream=io.StringIO())
         exporter = Exporter(config, on_token=redactor.add)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(TokenHealthCollector(exporter))
 
         def no_reload() -> tuple[bool, str]:
             return False, "not in a benchmark"
 
-        app = WebApp(registry, exporter.provider_states, exporter.ready, no_reload)
+        # Through prometheus-client's encoder, as the recorded figures were taken.
+        app = build_web_app(exporter, no_reload, direct_render=False)
         web = WebServer(app, "127.0.0.1:0")
         web.start()
         started = time.monotonic()
@@ -95,20 +91,18 @@ def run_size(n: int, startup_timeout: float) -> dict[str, Any]:
     """One size in a fresh interpreter, so no size inherits another's heap."""
     cmd = [sys.executable, "-m", "benchmarks.memory", "--child", str(n),
            "--startup-timeout", str(startup_timeout)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          timeout=startup_timeout + 300)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result: dict[str, Any] = json.loads(line[len("RESULT "):])
-            return result
-    raise RuntimeError(f"size {n} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    from benchmarks._common import run_child
+
+    return run_child(cmd, n, timeout=startup_timeout + 300)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The child imports benchmarks._common before measuring anyway.
+    from benchmarks._common import add_sizes_argument
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                        default=list(DEFAULT_SIZES), help="comma-separated credential counts")
+    add_sizes_argument(parser, DEFAULT_SIZES)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)

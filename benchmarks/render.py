@@ -38,7 +38,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as _om_latest
 from pydantic import SecretStr
 
-from benchmarks._common import ALL_KINDS, build_config, machine, median
+from benchmarks._common import ALL_KINDS, add_sizes_argument, build_config, machine, median
 from exporter.collector import TokenHealthCollector
 from exporter.errors import ErrorClass
 from exporter.state import ProviderState
@@ -69,7 +69,7 @@ def filled_states(n: int, now: float, seed: int = 1) -> list[ProviderState]:
         st.attempts = st.completed = rng.randrange(900, 1200)
         st.failures[ErrorClass.TIMEOUT] = rng.randrange(3)
         st.failures[ErrorClass.SERVER_ERROR] = rng.randrange(2)
-        st.last_success = st.last_attempt = issued
+        st.last_success = issued
         for _ in range(50):
             st.duration.observe(rng.lognormvariate(-2.0, 0.5))
         for ps in st.probes.values():
@@ -197,8 +197,7 @@ def measure(n: int, runs: int, gauges_max: int) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.render",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                        default=list(DEFAULT_SIZES), help="comma-separated credential counts")
+    add_sizes_argument(parser, DEFAULT_SIZES)
     parser.add_argument("--runs", type=int, default=7, help="timed runs per size (median)")
     parser.add_argument("--gauges-max", type=int, default=1000,
                         help="largest size to also time registered Gauges at")

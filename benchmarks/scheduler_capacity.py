@@ -30,8 +30,9 @@ reported separately from the steady state that follows it.
     python -m benchmarks.scheduler_capacity --direct-render --sizes 3000,4000,5000,6000
     python -m benchmarks.scheduler_capacity --quick          # smoke test, seconds
 
-``--direct-render`` is a what-if: /metrics served by
-``TokenHealthCollector.render()``, as a proposed web.py change would do.
+``--direct-render`` serves /metrics with ``TokenHealthCollector.render()``,
+as the exporter does; without it, through prometheus-client's encoder (the
+figures before the direct renderer was served).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import io
 import json
 import multiprocessing
 import multiprocessing.connection
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -89,7 +89,6 @@ def _scrape(conn: multiprocessing.connection.Connection, url: str, interval: flo
 
 async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
     import apscheduler.executors.asyncio as aps_asyncio
-    from prometheus_client import CollectorRegistry
 
     from benchmarks._common import (
         UNLIMITED_KINDS,
@@ -98,11 +97,9 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         wait_started_up,
     )
     from benchmarks._common import build_config as _build
-    from exporter import web as web_module
     from exporter.app import Exporter
-    from exporter.collector import TokenHealthCollector
     from exporter.logsetup import Redactor, setup_logging
-    from exporter.web import WebApp, WebServer
+    from exporter.web import WebServer, build_web_app
 
     interval, duration = opts.interval, opts.duration
     scrape_interval, startup_timeout = opts.scrape_interval, opts.startup_timeout
@@ -140,17 +137,12 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         redactor.add(*config.secrets())
         setup_logging("info", "text", redactor, stream=io.StringIO())
         exporter = Exporter(config, on_token=redactor.add)
-        registry = CollectorRegistry(auto_describe=False)
-        collector = TokenHealthCollector(exporter)
-        registry.register(collector)
-        if opts.direct_render:
-            _serve_direct(web_module, collector)
 
         def no_reload() -> tuple[bool, str]:
             return False, "not in a benchmark"
 
-        web = WebServer(WebApp(registry, exporter.provider_states, exporter.ready, no_reload),
-                        "127.0.0.1:0")
+        app = build_web_app(exporter, no_reload, direct_render=opts.direct_render)
+        web = WebServer(app, "127.0.0.1:0")
         web.start()
         started = time.time()
         await exporter.start()
@@ -208,22 +200,6 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _serve_direct(web_module: Any, collector: Any) -> None:
-    """What-if: /metrics served by ``TokenHealthCollector.render()`` (not wired in web.py).
-
-    Replaces the encoder choice web.py makes with the same choice, rendered by
-    the collector directly, as a two-line change to ``WebApp.metrics`` would.
-    """
-    from prometheus_client.exposition import choose_encoder
-
-    def choose(accept: str) -> tuple[Any, str]:
-        _, content_type = choose_encoder(accept)
-        openmetrics = content_type.startswith("application/openmetrics-text")
-        return (lambda registry: collector.render(openmetrics=openmetrics)), content_type
-
-    web_module.choose_encoder = choose
-
-
 def _child(args: argparse.Namespace) -> None:
     result = asyncio.run(_measure(args.child, args))
     print("RESULT " + json.dumps(result), flush=True)
@@ -240,22 +216,17 @@ def run_size(n: int, opts: argparse.Namespace) -> dict[str, Any]:
            "--startup-timeout", str(opts.startup_timeout)]
     if opts.direct_render:
         cmd.append("--direct-render")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          timeout=opts.startup_timeout + opts.duration + 300)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result: dict[str, Any] = json.loads(line[len("RESULT "):])
-            return result
-    raise RuntimeError(f"size {n} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    from benchmarks._common import run_child
+
+    return run_child(cmd, n, timeout=opts.startup_timeout + opts.duration + 300)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks._common import machine
+    from benchmarks._common import add_sizes_argument, machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scheduler_capacity",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                        default=list(DEFAULT_SIZES), help="comma-separated credential counts")
+    add_sizes_argument(parser, DEFAULT_SIZES)
     parser.add_argument("--interval", type=float, default=30.0, help="probe interval (s)")
     parser.add_argument("--duration", type=float, default=90.0,
                         help="steady-state seconds measured per size")
@@ -263,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="GET /metrics this often during the measurement (0: never)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--direct-render", action="store_true",
-                        help="what-if: serve /metrics with TokenHealthCollector.render()")
+                        help="serve /metrics with TokenHealthCollector.render(), as the "
+                        "exporter does (default: prometheus-client's encoder)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run to prove the script works (smoke test)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)

@@ -321,7 +321,6 @@ class Exporter:
         if kept is not None and kept.token is not None:
             manager.adopt(kept.token)
             state.token_rejected = kept.token_rejected
-            state.last_attempt = kept.last_attempt
             manager.plan_next()
             self._start_probes(running)
             return

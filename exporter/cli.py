@@ -18,18 +18,16 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Literal
 
-from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exporter import __version__
 from exporter.app import Exporter
-from exporter.collector import TokenHealthCollector
 from exporter.config import Config, ConfigError, load_config, summary
 from exporter.logsetup import Redactor, setup_logging
 from exporter.sharding import select
 from exporter.sharding import validate as validate_shard
-from exporter.web import WebApp, WebServer
+from exporter.web import WebServer, build_web_app
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -106,10 +104,11 @@ def demo_config(env: dict[str, str]) -> Config:
 class Runner:
     """One exporter process: config, exporter, web server, signals."""
 
-    def __init__(self, settings: Settings, demo: bool) -> None:
+    def __init__(self, settings: Settings, demo: bool, redactor: Redactor) -> None:
         self.settings = settings
         self.demo = demo
-        self.redactor = Redactor()
+        #: The logging handler's redactor: told every secret and token.
+        self.redactor = redactor
         self._demo_env: dict[str, str] = {}
         self.exporter: Exporter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,11 +161,7 @@ class Runner:
         self.redactor.add(*config.secrets())
         exporter = Exporter(config, on_token=self.redactor.add)
         self.exporter = exporter
-        registry = CollectorRegistry(auto_describe=False)
-        collector = TokenHealthCollector(exporter)
-        registry.register(collector)
-        app = WebApp(registry, exporter.provider_states, exporter.ready, self.reload_from_thread,
-                     render=collector.render)
+        app = build_web_app(exporter, self.reload_from_thread)
         try:
             web = WebServer(app, self.settings.web_listen_address, web_config)
         except (OSError, ValueError) as exc:
@@ -263,8 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"shard {settings.shard} of {settings.total_shards} holds: "
                   f"{', '.join(p.name for p in owned.providers) or 'none'}")
         return 0
-    runner = Runner(settings, args.demo)
-    runner.redactor = redactor
+    runner = Runner(settings, args.demo, redactor)
     try:
         return asyncio.run(runner.run())
     except KeyboardInterrupt:

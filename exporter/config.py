@@ -78,7 +78,7 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-PositiveDuration = Annotated[Duration, BeforeValidator(parse_duration), Field(gt=0)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 def parse_rate_limit(value: object) -> RateLimit | None:

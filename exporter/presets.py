@@ -43,8 +43,6 @@ class Preset:
     lifetime_fields: tuple[str, ...] = ("expires_in",)
     #: The access token is a JWT whose ``exp`` claim is worth reading.
     jwt_access_token: bool = False
-    #: Response fields that are secrets and must never be kept, logged or exported.
-    secret_response_fields: tuple[str, ...] = ()
     #: Headers every API request needs.
     probe_headers: tuple[tuple[str, str], ...] = ()
     #: RFC 7009 revocation endpoint, relative to the token URL's origin.
@@ -78,7 +76,6 @@ PRESETS: dict[str, Preset] = {
             auth_method="client_secret_basic",
             token_url="https://dev.simplifi.work/oauth/token",
             default_lifetime=3600,
-            secret_response_fields=("refresh_token",),
             quirks="HTTP Basic client authentication; response carries __type and a "
             "refresh_token that is never kept",
         ),

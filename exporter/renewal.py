@@ -97,7 +97,6 @@ class TokenManager:
         provider = self.state.provider
         await self._limiter.acquire(provider.token_host, provider.token_rate_limit)
         self.state.attempts += 1
-        self.state.last_attempt = self._clock()
         started = time.perf_counter()
         try:
             token = await request_token(self._client, provider, self._clock)

@@ -60,6 +60,3 @@ class Scheduler:
     def remove(self, job_id: str) -> None:
         with contextlib.suppress(JobLookupError):
             self._aps.remove_job(job_id)
-
-    def job_ids(self) -> list[str]:
-        return [job.id for job in self._aps.get_jobs()]

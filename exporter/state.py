@@ -21,7 +21,7 @@ PROBE_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 
 
 class Histogram:
-    """Cumulative-at-read histogram: per-bucket counts, a sum and a count."""
+    """Per-bucket counts (made cumulative by the collector), a sum and a count."""
 
     __slots__ = ("bounds", "count", "counts", "sum")
 
@@ -35,14 +35,6 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """``(le, cumulative count)`` pairs ending with ``+Inf``."""
-        out, total = [], 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            total += n
-            out.append(("+Inf" if bound == float("inf") else f"{bound:g}", total))
-        return out
 
 
 def _zero_by_class() -> dict[ErrorClass, int]:
@@ -75,7 +67,6 @@ class ProviderState:
     failures: dict[ErrorClass, int] = field(default_factory=_zero_by_class)
     consecutive_failures: int = 0
     last_error: ErrorClass | None = None
-    last_attempt: float | None = None
     last_success: float | None = None
     duration: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
     probes: dict[str, ProbeState] = field(default_factory=dict)

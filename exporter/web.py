@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
+from exporter.collector import StateSource, TokenHealthCollector
 from exporter.state import ProviderState
 from exporter.webconfig import REALM, TLS_HANDSHAKE_TIMEOUT, BasicAuth, WebConfig
 
@@ -126,6 +127,26 @@ ul{{margin:0;padding-left:1.1em}} .valid,.ok{{color:#1a7f37}} .soon{{color:#9a67
 </tbody></table></body></html>
 """
         return body.encode()
+
+
+class Monitored(StateSource, Protocol):
+    """What the web app serves: the collector's state source, plus readiness."""
+
+    def ready(self) -> bool: ...
+
+
+def build_web_app(source: Monitored, reload: Callable[[], tuple[bool, str]], *,
+                  direct_render: bool = True) -> WebApp:
+    """The web app for an exporter: a registry holding only its collector.
+
+    ``direct_render=False`` serves through prometheus-client's encoder instead
+    of ``TokenHealthCollector.render`` (same bytes, slower; for benchmarks).
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    collector = TokenHealthCollector(source)
+    registry.register(collector)
+    return WebApp(registry, source.provider_states, source.ready, reload,
+                  render=collector.render if direct_render else None)
 
 
 def _probe_word(success: bool | None) -> str:

@@ -20,10 +20,9 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from exporter.app import Exporter
-from exporter.collector import TokenHealthCollector
 from exporter.config import Config, parse_config
 from exporter.logsetup import Redactor, setup_logging
-from exporter.web import WebApp, WebServer
+from exporter.web import WebServer, build_web_app
 from exporter.webconfig import WebConfig
 
 T = TypeVar("T")
@@ -95,20 +94,16 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
         redactor.add(value)
 
     exporter = Exporter(config, on_token=on_token)
-    registry = CollectorRegistry(auto_describe=False)
-    collector = TokenHealthCollector(exporter)
-    registry.register(collector)
 
     def reload() -> tuple[bool, str]:
         return False, "reload not wired in this harness"
 
-    web = WebServer(WebApp(registry, exporter.provider_states, exporter.ready, reload,
-                           render=collector.render),
-                    "127.0.0.1:0", web_config)
+    app = build_web_app(exporter, reload)
+    web = WebServer(app, "127.0.0.1:0", web_config)
     asyncio.run_coroutine_threadsafe(exporter.start(), loop).result(10)
     web.start()
     try:
-        yield Harness(exporter, registry, loop, web.port, logs, tokens, web.scheme)
+        yield Harness(exporter, app.registry, loop, web.port, logs, tokens, web.scheme)
     finally:
         web.stop()
         asyncio.run_coroutine_threadsafe(exporter.stop(), loop).result(10)
