@@ -5,16 +5,11 @@ with the exporter's ±10 % jitter) this runs a real ``Exporter`` against the
 provider simulator and measures *scheduling lateness*: how long after its
 scheduled fire time each job actually starts running on the event loop.
 
-Method: APScheduler's asyncio executor wraps every coroutine job in
-``apscheduler.executors.base.run_coroutine_job(job, store, run_times, ...)``,
-where ``run_times`` are the fire times the trigger computed (jitter included).
-We replace that function (as the executor module sees it) with a wrapper that
-notes ``time.time() - run_times[0]`` when the wrapper's coroutine first runs,
-i.e. when the job really starts, and then calls the original. Lateness so
-measured includes everything between "due" and "running": the scheduler's
-wake-up, its bookkeeping, task creation, and the event loop working through
-whatever else is ready (probe responses, other jobs, a /metrics render holding
-the GIL). No exporter code is changed for the measurement.
+Method: each probe's loop reports, through the exporter's ``on_probe_lateness``
+hook, how long after its planned time (jitter included) a run really starts.
+Lateness so measured includes everything between "due" and "running": the
+timer's wake-up and the event loop working through whatever else is ready
+(probe responses, renewals, a /metrics render holding the GIL).
 
 Each size runs in a fresh process (so sizes do not share heap or sockets), and
 the simulator runs in another process, so it does not compete for the
@@ -88,8 +83,6 @@ def _scrape(conn: multiprocessing.connection.Connection, url: str, interval: flo
 
 
 async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
-    import apscheduler.executors.asyncio as aps_asyncio
-
     from benchmarks._common import (
         UNLIMITED_KINDS,
         percentile,
@@ -104,17 +97,11 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
     interval, duration = opts.interval, opts.duration
     scrape_interval, startup_timeout = opts.scrape_interval, opts.startup_timeout
 
-    # (job id, lateness in s, wall-clock start)
-    samples: list[tuple[str, float, float]] = []
-    original = aps_asyncio.run_coroutine_job
+    # (lateness in s, wall-clock start)
+    samples: list[tuple[float, float]] = []
 
-    async def timed(job: Any, jobstore_alias: str, run_times: list[Any],
-                    logger_name: str) -> Any:
-        started = time.time()
-        samples.append((job.id, started - run_times[0].timestamp(), started))
-        return await original(job, jobstore_alias, run_times, logger_name)
-
-    aps_asyncio.run_coroutine_job = timed
+    def on_lateness(late: float) -> None:
+        samples.append((late, time.time()))
 
     # Full (generation 2) garbage collections hold the GIL from start to end,
     # whichever thread runs them, so they stall the event loop: record them.
@@ -136,7 +123,7 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         redactor = Redactor()
         redactor.add(*config.secrets())
         setup_logging("info", "text", redactor, stream=io.StringIO())
-        exporter = Exporter(config, on_token=redactor.add)
+        exporter = Exporter(config, on_token=redactor.add, on_probe_lateness=on_lateness)
 
         def no_reload() -> tuple[bool, str]:
             return False, "not in a benchmark"
@@ -172,12 +159,11 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         attempts = sum(p.attempts for s in states for p in s.probes.values())
         web.stop()
         await exporter.stop()
-    aps_asyncio.run_coroutine_job = original
     gc.callbacks.remove(on_gc)
     steady_gc = [seconds for at, seconds in gc_pauses if at >= steady_from]
 
-    startup = [late for _, late, at in samples if at < steady_from]
-    steady = [late for _, late, at in samples if at >= steady_from]
+    startup = [late for late, at in samples if at < steady_from]
+    steady = [late for late, at in samples if at >= steady_from]
     return {
         "credentials": n,
         "startup_seconds": startup_seconds,

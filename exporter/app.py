@@ -1,10 +1,10 @@
-"""The running exporter: providers' state, their jobs, and config reloads.
+"""The running exporter: providers' state, their loops, and config reloads.
 
-``Exporter`` owns one ``ProviderState``, one ``TokenManager`` and one
-``ProbeRunner`` per probe for each configured provider, wires their jobs into
-the scheduler, and is the ``StateSource`` the collector and landing page read.
-A provider's probes start after its first token attempt, so a fresh start does
-not report ``no_token`` for tokens that are merely still on their way.
+``Exporter`` owns one ``ProviderState``, one ``TokenManager`` (the renewal
+loop) and one ``ProbeRunner`` per probe for each configured provider, and is
+the ``StateSource`` the collector and landing page read. A provider's probes
+start after its first token request has come back, so a fresh start does not
+report ``no_token`` for tokens that are merely still on their way.
 """
 
 from __future__ import annotations
@@ -24,21 +24,15 @@ from exporter.config import Config, Outbound, Provider
 from exporter.probes import ProbeRunner
 from exporter.ratelimit import HostLimiter
 from exporter.renewal import TokenManager
-from exporter.scheduler import Scheduler
+from exporter.scheduler import StartPacer, Watchdog
 from exporter.state import ProviderState
 from exporter.tokens import revoke_token
 
 log = logging.getLogger("exporter.app")
 
-#: Probes run every interval ± this fraction of it, so probes configured alike spread out.
-PROBE_JITTER = 0.1
 #: First token requests of new providers, and first runs of new probes, are
-#: started at most this many a second (each kind on its own). A few providers
-#: start as before; thousands (a start or reload with thousands of credentials)
-#: are spread over seconds instead of all firing in the same instant, where
-#: their requests queued behind each other until they timed out, and where the
-#: probes' later runs, anchored on the first, stayed bunched together
-#: (benchmarks/README.md, scheduler_capacity).
+#: started at most this many a second (each kind on its own): see
+#: ``exporter.scheduler.StartPacer``.
 STARTS_PER_SECOND = 250.0
 
 
@@ -180,31 +174,57 @@ class _Running:
     state: ProviderState
     manager: TokenManager
     probes: list[ProbeRunner] = field(default_factory=list)
+    #: The probes' tasks (started once the first token request has come back).
+    probe_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    starter: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self.starter, *self.probe_tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.manager.stop()
 
 
 class Exporter:
+    """Every configured credential's renewal loop and probes, and config reloads.
+
+    One ``TokenManager`` task per credential and one ``ProbeRunner`` task per
+    probe; a ``Watchdog`` checks that every credential keeps exactly one
+    renewal running or planned in the future.
+    """
+
     def __init__(
         self,
         config: Config,
         *,
-        scheduler: Scheduler | None = None,
         client: httpx.AsyncClient | None = None,
         limiter: HostLimiter | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_token: Callable[[str], None] | None = None,
+        on_probe_lateness: Callable[[float], None] | None = None,
+        watchdog_interval: float = 5.0,
+        watchdog_grace: float = 30.0,
     ) -> None:
         self.config = config
         self._on_token = on_token
-        self._scheduler = scheduler or Scheduler()
+        self._on_probe_lateness = on_probe_lateness
         self._clients = ClientPool(client)
         self._limiter = limiter or HostLimiter()
         self._clock = clock
         self._rng = rng or random.Random()
         self._running: dict[str, _Running] = {}
-        # The next free start slot for a first token request and a first probe run.
-        self._next_renewal_start = 0.0
-        self._next_probe_start = 0.0
+        self._renewal_starts = StartPacer(STARTS_PER_SECOND, clock)
+        self._probe_starts = StartPacer(STARTS_PER_SECOND, clock)
+        self.watchdog = Watchdog(
+            lambda: [r.manager for r in self._running.values()],
+            clock,
+            interval=watchdog_interval,
+            grace=watchdog_grace,
+        )
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
         self.config_reload_ok = True
         self.config_reload_time = clock()
 
@@ -213,14 +233,31 @@ class Exporter:
     def provider_states(self) -> Iterable[ProviderState]:
         return [r.state for r in list(self._running.values())]
 
+    @property
+    def renewal_stalls(self) -> int:
+        """Renewals the watchdog found stalled and re-planned (it should find none)."""
+        return self.watchdog.stalls
+
+    def manager(self, provider: str) -> TokenManager:
+        return self._running[provider].manager
+
     def probe_job(self, provider: str, probe: str) -> Callable[[], Awaitable[None]]:
-        """The scheduled job of one probe, for running it now (tests, debugging)."""
+        """One run of one probe, for running it now (tests, debugging)."""
         running = self._running[provider]
         return next(r.run for r in running.probes if r.probe_state.probe.name == probe)
 
     def renew_job(self, provider: str) -> Callable[[], Awaitable[None]]:
-        """The renewal job of one provider, for running it now (tests, debugging)."""
-        return self._running[provider].manager.renew
+        """One token request of one provider, for running it now (tests, debugging).
+
+        It goes through the same loop as a scheduled renewal would: the loop is
+        woken and this waits for the attempt to come back.
+        """
+        manager = self._running[provider].manager
+
+        async def renew_now() -> None:
+            await manager.renew_now()
+
+        return renew_now
 
     def ready(self) -> bool:
         """True once every provider has had its first token attempt."""
@@ -229,14 +266,18 @@ class Exporter:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._scheduler.start()
         for provider in self.config.providers:
             self._add(provider)
+        self._watchdog_task = asyncio.create_task(self.watchdog.run(), name="watchdog")
         log.info("monitoring %d provider(s)", len(self.config.providers))
 
     async def stop(self, revoke_timeout: float = 10.0) -> None:
-        """Stop all jobs; revoke tokens where configured; close connections."""
-        self._scheduler.shutdown()
+        """Stop all loops; revoke tokens where configured; close connections."""
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            await asyncio.gather(self._watchdog_task, return_exceptions=True)
+        await asyncio.gather(*(r.stop() for r in self._running.values()), *self._stopping,
+                             return_exceptions=True)
         revocations = [
             self._revoke(r) for r in self._running.values()
             if r.state.provider.revoke_on_shutdown and r.state.token is not None
@@ -266,10 +307,12 @@ class Exporter:
         """Switch to a new, already validated config.
 
         A provider whose settings are unchanged keeps everything: its token,
-        counters and schedule. One whose credential (URL, id, secret, scope,
+        counters and renewal loop. One whose credential (URL, id, secret, scope,
         params) is unchanged keeps its token, so a reload never costs a token
         request, which matters at rate-limited and one-active-token providers.
-        Removed providers' jobs stop and their series disappear.
+        Removed providers' loops stop and their series disappear. Each
+        credential still has exactly one renewal loop afterwards: the old loop
+        is cancelled (with any request it had in flight) before the new starts.
         """
         new_names = {p.name for p in config.providers}
         for name in list(self._running):
@@ -301,59 +344,52 @@ class Exporter:
             )
         client = self._clients.get(provider.outbound)
         state = ProviderState(provider)
-        renew_id = f"renew:{name}"
         manager = TokenManager(
-            state,
-            client,
-            self._limiter,
-            schedule=lambda when: self._scheduler.run_at(renew_id, when, manager.renew),
-            clock=self._clock,
-            rng=self._rng,
+            state, client, self._limiter, clock=self._clock, rng=self._rng,
             on_token=self._on_token,
         )
         running = _Running(state, manager)
         for ps in state.probes.values():
             running.probes.append(
-                ProbeRunner(state, ps, manager, client, clock=self._clock)
+                ProbeRunner(state, ps, manager, client, clock=self._clock, rng=self._rng,
+                            on_lateness=self._on_probe_lateness)
             )
         self._running[name] = running
 
         if kept is not None and kept.token is not None:
             manager.adopt(kept.token)
             state.token_rejected = kept.token_rejected
-            manager.plan_next()
-            self._start_probes(running)
-            return
+            manager.start()
+        else:
+            manager.start(first_at=self._renewal_starts.take())
+        if running.probes:
+            running.starter = asyncio.create_task(self._start_probes(running),
+                                                  name=f"probes:{name}")
 
-        async def first_renewal() -> None:
-            await manager.renew()
-            if self._running.get(name) is running:
-                self._start_probes(running)
+    async def _start_probes(self, running: _Running) -> None:
+        """Start a credential's probes once its first token request has come back.
 
-        first = max(self._clock(), self._next_renewal_start)
-        self._next_renewal_start = first + 1.0 / STARTS_PER_SECOND
-        self._scheduler.run_at(renew_id, first, first_renewal)
+        A provider's probes start together (they share one token, and what one
+        of them learns about it is seen by the others); the next provider's
+        probes wait for as many start slots as these took.
+        """
+        await running.manager.first_attempt()
+        first = self._probe_starts.take(len(running.probes))
 
-    def _start_probes(self, running: _Running) -> None:
-        # A provider's probes still start together (they share one token, and
-        # what one of them learns about it is seen by the others as before);
-        # the next provider's probes wait for as many slots as these took.
-        first = max(self._clock(), self._next_probe_start)
-        self._next_probe_start = first + len(running.probes) / STARTS_PER_SECOND
+        async def start_at() -> float:
+            return first
+
         for runner in running.probes:
             probe = runner.probe_state.probe
-            self._scheduler.run_every(
-                f"probe:{running.state.provider.name}:{probe.name}",
-                probe.interval,
-                probe.interval * PROBE_JITTER,
-                runner.run,
-                first=first,
-            )
+            running.probe_tasks.append(asyncio.create_task(
+                runner.run_forever(start_at),
+                name=f"probe:{running.state.provider.name}:{probe.name}",
+            ))
 
     def _remove(self, name: str) -> None:
         running = self._running.pop(name, None)
         if running is None:
             return
-        self._scheduler.remove(f"renew:{name}")
-        for runner in running.probes:
-            self._scheduler.remove(f"probe:{name}:{runner.probe_state.probe.name}")
+        task = asyncio.ensure_future(running.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)

@@ -1,13 +1,19 @@
-"""Probing a provider's API with the token the renewal job holds.
+"""Probing a provider's API with the token the renewal loop holds.
 
-``ProbeRunner.run`` is the scheduled job for one probe. A token that was
-issued is not a token that works, so each run sends the configured request and
-classifies any failure (body ``error``/``type``, then ``WWW-Authenticate``,
-then status, then transport). When the API says the token itself is bad
-(``invalid_token``, ``token_expired``, ``token_revoked``) the failure is
-counted, the token is renewed at once (through the same manager, lock and rate
-limiter as scheduled renewals) and the probe is retried once with the new
-token. It never loops: a second refusal is simply the result.
+``ProbeRunner.run_forever`` is one long-lived task per probe: it starts once
+its credential's first token request has come back (a pending credential's
+probes wait rather than report ``no_token``), then runs every interval with
+jitter. ``ProbeRunner.run`` is one run: it sends the configured request and
+classifies any failure (``exporter.errors``).
+
+A token that was issued is not a token that works. When the API says the token
+itself is bad (``invalid_token``, ``token_expired``, ``token_revoked``) the
+failure is counted and the renewal loop is told (``TokenManager.token_refused``);
+within its budget it brings a renewal forward and the probe retries once with
+the fresh token. It never loops, and it never sends a token request itself.
+When no fresh token is to be had (the budget is spent, the token endpoint is
+failing), the held token is still sent while it is unexpired: the probe reports
+what the API says of it, and sees the moment the API takes it again.
 """
 
 from __future__ import annotations
@@ -15,18 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 
 from exporter.errors import TOKEN_REJECTED, ErrorClass, classify_exception, classify_response
 from exporter.renewal import TokenManager
+from exporter.scheduler import sleep_until
 from exporter.state import ProbeState, ProviderState
 from exporter.tokens import Token, read_capped
 
 log = logging.getLogger("exporter.probes")
+
+#: Probes run every interval ± this fraction of it, so probes configured alike spread out.
+PROBE_JITTER = 0.1
 
 
 @dataclass(frozen=True)
@@ -45,23 +56,48 @@ class ProbeRunner:
         client: httpx.AsyncClient,
         *,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_lateness: Callable[[float], None] | None = None,
     ) -> None:
         self.state = state
         self.probe_state = probe_state
         self._tokens = tokens
         self._client = client
         self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_lateness = on_lateness
 
     @property
     def label(self) -> str:
         return f"{self.state.provider.name}/{self.probe_state.probe.name}"
 
+    async def run_forever(self, first_at: Callable[[], Awaitable[float]]) -> None:
+        """Run every interval (± jitter) from the start time ``first_at`` gives."""
+        base = await first_at()
+        interval = self.probe_state.probe.interval
+        jitter = interval * PROBE_JITTER
+        planned = base
+        runs = 0
+        while True:
+            await sleep_until(self._clock, planned)
+            if self._on_lateness is not None:
+                self._on_lateness(self._clock() - planned)
+            await self.run()
+            runs += 1
+            planned = base + runs * interval + self._rng.uniform(-jitter, jitter)
+            now = self._clock()
+            if planned < now:
+                # Fell behind (a run longer than the interval, a busy loop): run
+                # once now rather than once per missed interval.
+                base += now - planned
+                planned = now
+
     async def run(self) -> None:
-        """The scheduled job. Never raises: every failure becomes a metric."""
+        """One run. Never raises (but for cancellation): every failure becomes a metric."""
         try:
             await self._run()
         except asyncio.CancelledError:
-            return  # shutting down
+            raise
         except Exception:
             log.exception("probe %s: unexpected error", self.label)
 
@@ -69,20 +105,13 @@ class ProbeRunner:
         probe = self.probe_state.probe
         token: Token | None = None
         if probe.auth == "bearer":
-            token = self.state.valid_token(self._clock())
+            token = await self._token()
             if token is None:
-                # A renewal in flight (say, after another probe's token was
-                # refused) will likely bring one: wait for it, within our timeout.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(probe.timeout):
-                        await self._tokens.wait_while_renewing()
-                token = self.state.valid_token(self._clock())
-            if token is None:
-                self._record(Outcome(0, ErrorClass.NO_TOKEN, 0.0))
+                self._skipped(ErrorClass.NO_TOKEN, self._why_no_token())
                 return
         outcome = await self._send(token)
         if token is None or outcome.error not in TOKEN_REJECTED:
-            self._record(outcome)
+            self._finish(token, outcome)
             return
 
         current = self.state.valid_token(self._clock())
@@ -91,13 +120,49 @@ class ProbeRunner:
             # one-active-token provider the new token revokes the old one).
             # That says nothing about the credential: retry with the new token.
             self._count_sent(outcome)
-            self._record(await self._send(current))
+            self._finish(current, await self._send(current))
             return
 
         self._record(outcome)
+        self._log_refusal(token, outcome)
+        fresh = await self._refused(token)
+        if fresh is None:
+            return
+        outcome = await self._send(fresh)
+        self._finish(fresh, outcome)
+        if outcome.error in TOKEN_REJECTED:
+            await self._refused(fresh)
+
+    async def _token(self) -> Token | None:
+        """The token to send: a valid one, else the one a renewal in flight brings,
+        else the held one even if the API refused it (while it is unexpired)."""
+        token = self.state.valid_token(self._clock())
+        if token is not None:
+            return token
+        if self.state.renewing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.probe_state.probe.timeout):
+                    await self._tokens.wait_while_renewing()
+        now = self._clock()
+        return self.state.valid_token(now) or self.state.unexpired_token(now)
+
+    async def _refused(self, token: Token) -> Token | None:
+        """Tell the renewal loop; wait for a fresh token within our own timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.probe_state.probe.timeout):
+                return await self._tokens.token_refused(token, self.probe_state.probe.name)
+        return None
+
+    def _why_no_token(self) -> str:
+        state = self.state
+        if state.last_error is not None and state.consecutive_failures:
+            return f"no valid token: the token endpoint is failing ({state.last_error})"
+        if state.token is not None:
+            return "no valid token: the held token has expired"
+        return "no token yet"
+
+    def _log_refusal(self, token: Token, outcome: Outcome) -> None:
         newest = self.state.token is token
-        if newest:
-            self.state.token_rejected = True
         if outcome.error is ErrorClass.TOKEN_REVOKED and newest:
             if self.state.provider.preset.one_active_token:
                 log.warning(
@@ -110,11 +175,7 @@ class ProbeRunner:
             else:
                 log.warning("probe %s: the API says our newest token was revoked", self.label)
         else:
-            log.info("probe %s: token refused (%s); renewing", self.label, outcome.error)
-        fresh = await self._tokens.renew_rejected(token)
-        if fresh is None or fresh is token:
-            return
-        self._record(await self._send(fresh))
+            log.info("probe %s: token refused (%s)", self.label, outcome.error)
 
     async def _send(self, token: Token | None) -> Outcome:
         probe = self.probe_state.probe
@@ -144,9 +205,24 @@ class ProbeRunner:
         return Outcome(status, classify_response(status, response.headers, body or b"", "probe"),
                        duration)
 
+    def _finish(self, token: Token | None, outcome: Outcome) -> None:
+        if token is not None and outcome.error is None:
+            self._tokens.token_accepted(token)
+        self._record(outcome)
+
     def _count_sent(self, outcome: Outcome) -> None:
         self.probe_state.attempts += 1
         self.probe_state.duration.observe(outcome.duration)
+
+    def _skipped(self, error: ErrorClass, reason: str) -> None:
+        ps = self.probe_state
+        ps.last_run = self._clock()
+        ps.status = 0
+        ps.success = False
+        ps.last_error = error
+        ps.skip_reason = reason
+        ps.consecutive_failures += 1
+        ps.failures[error] += 1
 
     def _record(self, outcome: Outcome) -> None:
         ps = self.probe_state
@@ -155,13 +231,13 @@ class ProbeRunner:
         ps.status = outcome.status
         ps.success = outcome.error is None
         ps.last_error = outcome.error
-        if outcome.error is ErrorClass.NO_TOKEN:
-            ps.failures[outcome.error] += 1
-            return  # nothing was sent: no attempt, no latency
+        ps.skip_reason = None
         self._count_sent(outcome)
         if outcome.error is None:
             ps.last_success = now
+            ps.consecutive_failures = 0
         else:
+            ps.consecutive_failures += 1
             ps.failures[outcome.error] += 1
             log.debug("probe %s: failed with %s (HTTP %d)", self.label, outcome.error,
                       outcome.status)

@@ -13,7 +13,6 @@ the whole host until then, since the server's budget is per IP.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -28,10 +27,12 @@ def margin(limit: RateLimit) -> float:
 class HostLimiter:
     def __init__(
         self,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._clock = clock
+        # By default the event loop's own clock: monotonic, and the clock its
+        # sleeps are measured by (a virtual one in tests).
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
         self._sleep = sleep
         self._sent: dict[str, deque[float]] = {}
         self._locks: dict[str, asyncio.Lock] = {}

@@ -1,62 +1,130 @@
-"""A thin layer over APScheduler's asyncio scheduler.
+"""When things run: sleeping until a wall-clock time, pacing starts, the watchdog.
 
-Jobs are plain coroutines owned elsewhere (renewal, probes); this module only
-says when they run. Renewals are one-shot jobs that the job itself re-plans
-(the next time depends on what the token endpoint answered); probes run on an
-interval with jitter. ``max_instances=1`` and ``coalesce`` keep a slow job
-from piling up behind itself, and ``misfire_grace_time=None`` makes a job that
-is late (a busy loop, a suspended laptop) run anyway rather than be dropped.
+There is no job store. Each credential's renewal and each probe is one
+long-lived asyncio task that sleeps until its next due time (``sleep_until``)
+and can be woken early; the task is the plan, so a plan cannot fall out of a
+store while its owner runs. The watchdog checks that invariant from outside:
+a renewal that is neither running nor planned in the future (a task that died,
+a plan left in the past) is logged, counted and re-planned.
+
+Times are wall-clock timestamps (what the metrics export) read from the
+injected ``clock``; waiting uses the event loop's timers, so a test on a
+virtual-time loop (``tests/virtual.py``) drives all of it without sleeping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-
-Job = Callable[[], Awaitable[None]]
+log = logging.getLogger("exporter.scheduler")
 
 
-class Scheduler:
-    def __init__(self) -> None:
-        self._aps = AsyncIOScheduler(
-            timezone=UTC,
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-        )
+async def sleep_until(clock: Callable[[], float], when: float,
+                      wake: asyncio.Event | None = None) -> bool:
+    """Sleep until wall-clock time ``when``, or until ``wake`` is set.
 
-    def start(self) -> None:
-        """Start on the running event loop."""
-        self._aps.start()
+    Returns True if woken early. Always yields to the event loop at least once,
+    so a loop whose due time is already past (zero backoff) cannot starve
+    everything else.
+    """
+    delay = max(when - clock(), 0.0)
+    if wake is None:
+        await asyncio.sleep(delay)
+        return False
+    if wake.is_set():
+        await asyncio.sleep(0)
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await wake.wait()
+    if delay == 0.0:
+        await asyncio.sleep(0)
+    return wake.is_set()
 
-    def shutdown(self) -> None:
-        if self._aps.running:
-            self._aps.shutdown(wait=False)
 
-    def run_at(self, job_id: str, when: float, job: Job) -> None:
-        """Run ``job`` once at wall-clock time ``when``, replacing any plan under ``job_id``."""
-        self._aps.add_job(
-            job,
-            trigger="date",
-            run_date=datetime.fromtimestamp(when, UTC),
-            id=job_id,
-            replace_existing=True,
-        )
+class StartPacer:
+    """Hands out start times at most ``per_second`` apart.
 
-    def run_every(self, job_id: str, interval: float, jitter: float, job: Job,
-                  first: float) -> None:
-        """Run ``job`` every ``interval`` seconds (± ``jitter``), first at ``first``."""
-        self._aps.add_job(
-            job,
-            trigger=IntervalTrigger(seconds=interval, jitter=jitter or None, timezone=UTC),
-            next_run_time=datetime.fromtimestamp(first, UTC),
-            id=job_id,
-            replace_existing=True,
-        )
+    A start or reload with thousands of credentials spreads their first token
+    requests (and their probes' first runs) over seconds instead of firing them
+    all in one instant, where they queued behind each other until they timed
+    out, and where later runs, anchored on the first, stayed bunched together.
+    """
 
-    def remove(self, job_id: str) -> None:
-        with contextlib.suppress(JobLookupError):
-            self._aps.remove_job(job_id)
+    def __init__(self, per_second: float, clock: Callable[[], float]) -> None:
+        self._gap = 1.0 / per_second
+        self._clock = clock
+        self._next = 0.0
+
+    def take(self, slots: int = 1) -> float:
+        """The start time for something that needs ``slots`` start slots."""
+        start = max(self._clock(), self._next)
+        self._next = start + slots * self._gap
+        return start
+
+
+class Watched(Protocol):
+    """What the watchdog checks: one credential's renewal loop."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stalled(self, now: float, grace: float) -> str | None:
+        """Why the renewal is neither running nor planned in the future, or None."""
+        ...
+
+    def restart(self) -> None:
+        """Re-plan the renewal now (restarting its task if it ended)."""
+        ...
+
+
+class Watchdog:
+    """Finds renewals that stalled, logs and counts each, and re-plans them.
+
+    It should never find one: the loops are built so that they cannot stall.
+    It exists because "cannot" is a claim, and a silent stall is the one failure
+    this exporter must never have.
+    """
+
+    def __init__(
+        self,
+        watched: Callable[[], Iterable[Watched]],
+        clock: Callable[[], float],
+        *,
+        interval: float = 5.0,
+        grace: float = 30.0,
+    ) -> None:
+        self._watched = watched
+        self._clock = clock
+        self.interval = interval
+        self.grace = grace
+        self.stalls = 0
+
+    def check(self) -> int:
+        """One pass over every renewal; returns how many stalls it repaired."""
+        found = 0
+        now = self._clock()
+        for item in list(self._watched()):
+            why = item.stalled(now, self.grace)
+            if why is None:
+                continue
+            found += 1
+            self.stalls += 1
+            log.error("provider %s: renewal stalled (%s); re-planning it now", item.name, why)
+            try:
+                item.restart()
+            except Exception:
+                log.exception("provider %s: could not re-plan the stalled renewal", item.name)
+        return found
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.check()
+            except Exception:  # the watchdog itself must outlive a bug
+                log.exception("renewal watchdog: unexpected error")

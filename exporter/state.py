@@ -52,6 +52,10 @@ class ProbeState:
     last_run: float | None = None
     last_success: float | None = None
     duration: Histogram = field(default_factory=lambda: Histogram(PROBE_BUCKETS))
+    #: Why the last run sent nothing (no token, say), for the landing page; None if it sent.
+    skip_reason: str | None = None
+    #: Failed runs since the last success.
+    consecutive_failures: int = 0
 
 
 @dataclass
@@ -70,6 +74,13 @@ class ProviderState:
     last_success: float | None = None
     duration: Histogram = field(default_factory=lambda: Histogram(TOKEN_BUCKETS))
     probes: dict[str, ProbeState] = field(default_factory=dict)
+    #: A token request is in flight (or waiting for the host's rate limit).
+    renewing: bool = False
+    #: A probe succeeded with the held token: the API takes it.
+    token_accepted: bool = False
+    #: The API refused a fresh token too: no probe brings a renewal forward
+    #: until the next scheduled one (``exporter.renewal``).
+    refused_fresh: bool = False
 
     def __post_init__(self) -> None:
         if not self.probes:
@@ -79,6 +90,13 @@ class ProviderState:
         """The held token if it is unexpired and not known to be rejected."""
         token = self.token
         if token is None or self.token_rejected or now >= token.expires_at:
+            return None
+        return token
+
+    def unexpired_token(self, now: float) -> Token | None:
+        """The held token if it is unexpired, even if the API refused it."""
+        token = self.token
+        if token is None or now >= token.expires_at:
             return None
         return token
 
