@@ -10,7 +10,8 @@ the server behind each row). Evidence is consulted in a fixed order, and the
 first row that matches wins:
 
 1. a code in the body (``error``, ``type``, ``error.code``, ``error.status``,
-   ``code``, ``errors[].code``): machine-readable, so it is believed first;
+   ``code``, ``errors[].code`` and a few more, listed in ``_body_fields``):
+   machine-readable, so it is believed first;
 2. the ``error`` parameter of a ``Bearer`` (or ``DPoP``) ``WWW-Authenticate``
    challenge (RFC 6750 §3);
 3. the words of the body (``detail``, ``message``, ``error_description``...),
@@ -170,15 +171,20 @@ def _body_fields(body: bytes) -> tuple[list[str], list[str]]:
     nested = _lower_keys(doc.get("error"))
     errors = doc.get("errors")
     items = [_lower_keys(i) for i in errors[:8]] if isinstance(errors, list) else []
-    # RFC 6749 §5.2 and RFC 6750 `error`; SimpleDocs `type`; Microsoft Graph and
-    # Google `error.code`/`error.status`; DRF Simple JWT `code`; `errors[]` lists.
-    for value in (doc.get("error"), doc.get("type"), nested.get("code"), nested.get("status"),
-                  doc.get("code")):
+    nested_errors = nested.get("errors")
+    reasons = ([_lower_keys(i).get("reason") for i in nested_errors[:8]]
+               if isinstance(nested_errors, list) else [])
+    # RFC 6749 §5.2 and RFC 6750 `error`; SimpleDocs `type`; Microsoft Graph
+    # `error.code`; Google `error.errors[].reason`, then `error.status`; DRF
+    # Simple JWT `code`; `errors[]` lists; Dropbox `error[".tag"]`.
+    for value in (doc.get("error"), doc.get("type"), nested.get("code"), *reasons,
+                  nested.get("status"), doc.get("code")):
         code(value)
     for item in items:
         code(item.get("code"))
         code(item.get("error"))
-    for key in ("error", "error_description", "detail", "message", "title"):
+    code(nested.get(".tag"))
+    for key in ("error", "error_description", "detail", "message", "title", "error_summary"):
         text(doc.get(key))
     text(nested.get("message"))
     if isinstance(errors, str):
@@ -297,19 +303,22 @@ RULES: tuple[Rule, ...] = (
                 "authentication_failed", "not_authenticated"), context="token"),
     Rule("token-refused-spellings", Evidence.BODY_CODE, ErrorClass.INVALID_TOKEN,
          _codes("unauthorized", "unauthenticated", "not_authenticated", "authentication_failed",
-                "invalid_credentials", "token_not_valid", "InvalidAuthenticationToken"),
+                "invalid_credentials", "token_not_valid", "InvalidAuthenticationToken",
+                "authError", "invalid_access_token"),
          context="probe"),
     Rule("permission-spellings", Evidence.BODY_CODE, ErrorClass.INSUFFICIENT_SCOPE,
-         _codes("permission_denied", "Authorization_RequestDenied", "insufficient_permissions"),
+         _codes("permission_denied", "Authorization_RequestDenied", "insufficientPermissions",
+                "insufficient_permissions"),
          context="probe"),
     Rule("expired-spellings", Evidence.BODY_CODE, ErrorClass.TOKEN_EXPIRED,
-         _codes("expired_token", "access_token_expired")),
+         _codes("expired_token", "expired_access_token", "access_token_expired")),
     Rule("revoked-spellings", Evidence.BODY_CODE, ErrorClass.TOKEN_REVOKED,
          _codes("revoked_token", "revoked", "inactive_token")),
     Rule("unavailable-spellings", Evidence.BODY_CODE, ErrorClass.SERVER_ERROR,
          _codes("temporarily_unavailable")),
     Rule("rate-limit-spellings", Evidence.BODY_CODE, ErrorClass.RATE_LIMITED,
-         _codes("too_many_requests", "rate_limit_exceeded", "slow_down", "throttled")),
+         _codes("too_many_requests", "rate_limit_exceeded", "rateLimitExceeded",
+                "userRateLimitExceeded", "slow_down", "throttled")),
     # 2. The Bearer/DPoP challenge's `error` (RFC 6750 §3; oauthlib puts the
     #    token endpoint's error there too).
     *(Rule("challenge", Evidence.CHALLENGE, cls, _codes(cls.value)) for cls in _SERVER_NAMEABLE),
