@@ -289,8 +289,11 @@ async def read_body(response: httpx.Response, limit: int) -> bytes:
     ``UndecodableResponse`` for a body its ``Content-Encoding`` does not fit.
     """
     status = response.status_code
+    # RFC 9110 §8.6: the Content-Length of an answer to HEAD, or of a 304, is
+    # the size of a body that is not sent; there is nothing to refuse.
+    bodiless = response.request.method == "HEAD" or status in (204, 304) or status < 200
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if not bodiless and declared.isdigit() and int(declared) > limit:
         raise ResponseTooLarge(limit, decoded=False, status=status)
     if response.is_stream_consumed:
         # Made with its content in memory (httpx.Response(content=...), as an

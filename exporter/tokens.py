@@ -5,8 +5,10 @@ returns a ``Token`` or raises ``TokenError`` carrying exactly one
 ``ErrorClass``. It never retries and never sleeps: scheduling, backoff and rate
 limiting belong to the caller.
 
-The access token is held as a ``SecretStr`` and nothing else from the response
-is kept (Simplifi's ``refresh_token`` in particular is dropped on the floor).
+The access token is held as a ``SecretStr``; of the rest of the response only
+the lifetime and the granted scopes are kept (Simplifi's ``refresh_token`` in
+particular is dropped on the floor). Answers are read with
+``exporter.http.read_body``, capped as sent and as decoded.
 """
 
 from __future__ import annotations

@@ -72,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.command == "HEAD":
+            return  # the headers of a GET, Content-Length included, and no body
         if not answer.drip:
             try:
                 self.wfile.write(body)
@@ -88,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 return
 
-    do_GET = do_POST = do_PUT = do_DELETE = _answer
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _answer
 
 
 class _Server(ThreadingHTTPServer):

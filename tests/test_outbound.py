@@ -209,6 +209,7 @@ def read(data: bytes, coding: str | None, limit: int, chunk: int = 4096,
     return asyncio.run(go())
 
 
+JSON_TYPE = {"Content-Type": "application/json"}
 DOC = json.dumps({"items": [{"id": i, "name": f"item {i}"} for i in range(2000)]}).encode()
 
 
@@ -264,6 +265,17 @@ def test_the_cap_is_inclusive() -> None:
 def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
     result = read(b"{}", None, 1024, headers={"Content-Length": "999999"})
     assert isinstance(result, ResponseTooLarge) and not result.decoded
+
+
+def test_the_length_of_a_body_not_sent_is_no_reason_to_refuse() -> None:
+    # A HEAD probe of a large resource: Content-Length is the GET body's size.
+    async def head(url: str) -> bytes:
+        async with new_http_client() as client, client.stream("HEAD", url) as response:
+            assert response.headers["content-length"] == str(len(DOC))
+            return await read_body(response, 1024)
+
+    with scripted_server({"/": Answer(200, DOC, JSON_TYPE)}) as base:
+        assert asyncio.run(head(base + "/")) == b""
 
 
 @pytest.mark.parametrize(("coding", "encoded"), [
