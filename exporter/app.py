@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-import certifi
 import httpx
 
-from exporter.config import Config, Outbound, Provider
+from exporter.config import Config, Provider
+from exporter.http import ClientPool
 from exporter.probes import ProbeRunner
 from exporter.ratelimit import HostLimiter
 from exporter.renewal import TokenManager
@@ -34,139 +33,6 @@ log = logging.getLogger("exporter.app")
 #: started at most this many a second (each kind on its own): see
 #: ``exporter.scheduler.StartPacer``.
 STARTS_PER_SECOND = 250.0
-
-
-def outbound_ssl_context(outbound: Outbound) -> ssl.SSLContext | bool:
-    """The TLS settings for one outbound option set (True: httpx's defaults)."""
-    if outbound == Outbound(proxy_url=outbound.proxy_url):
-        return True
-    if outbound.insecure_skip_verify:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        # A configured CA replaces the public ones: a private token endpoint's
-        # CA is usually all that should be trusted for it.
-        context = ssl.create_default_context(cafile=outbound.ca_file or certifi.where())
-    if outbound.cert_file and outbound.key_file:
-        context.load_cert_chain(outbound.cert_file, outbound.key_file)
-    return context
-
-
-DEFAULT_OUTBOUND = Outbound()
-
-#: Requests one HTTP client has in flight at once (and connections it may open).
-MAX_CONNECTIONS = 1000
-#: Idle connections one HTTP client keeps open for reuse (httpx's own default).
-#: Why not more: httpcore's pool checks every idle connection's socket, and
-#: counts all its connections once per idle one, each time a request starts or
-#: ends; with 200 idle connections that cost milliseconds per request.
-MAX_KEEPALIVE = 20
-
-
-class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that gives its request's slot back when it is closed."""
-
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release: Callable[[], None] | None = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
-
-
-class _BoundedTransport(httpx.AsyncBaseTransport):
-    """Lets at most ``limit`` requests into the connection pool at once; the rest queue here.
-
-    Why: httpcore's pool, whenever a request starts or ends, matches every
-    request queued in it against every connection it holds. With a thousand
-    credentials starting together (a thousand token requests, then two thousand
-    probes) that is millions of checks per event: the event loop spent minutes
-    in them and requests timed out (benchmarks/README.md, scheduler_capacity).
-    Waiting on a semaphore instead costs O(1), and with ``limit`` equal to the
-    pool's ``max_connections`` the pool never has a queue, while as many
-    requests as before may be in flight. The wait is bounded by the request's
-    pool timeout and fails as ``httpx.PoolTimeout``, as waiting in the pool would.
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
-        self._inner = inner
-        self._slots = asyncio.Semaphore(limit)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {}).get("pool")
-        try:
-            async with asyncio.timeout(timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("timed out waiting for a free connection",
-                                    request=request) from None
-        try:
-            response = await self._inner.handle_async_request(request)
-        except BaseException:
-            self._slots.release()
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _ReleasingStream(response.stream, self._slots.release)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
-    # trust_env=False: proxies and CA bundles come from our config, never from
-    # whatever environment the process happens to inherit. Redirects are never
-    # followed: a token request redirected elsewhere would carry the secret.
-    # The transport is built here, with the same arguments AsyncClient would
-    # use for it (proxy included), so that it can be wrapped.
-    transport = httpx.AsyncHTTPTransport(
-        verify=outbound_ssl_context(outbound),
-        trust_env=False,
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
-                            max_keepalive_connections=MAX_KEEPALIVE),
-        proxy=outbound.proxy_url,
-    )
-    return httpx.AsyncClient(
-        trust_env=False,
-        follow_redirects=False,
-        transport=_BoundedTransport(transport, MAX_CONNECTIONS),
-        headers={"User-Agent": "token-health-exporter"},
-    )
-
-
-class ClientPool:
-    """One HTTP client per distinct outbound option set, shared by its providers.
-
-    Most providers share the default client; a client (and its SSL context,
-    which is costly to build) is made only for each distinct TLS/proxy setting.
-    """
-
-    def __init__(self, shared: httpx.AsyncClient | None = None) -> None:
-        self._shared = shared
-        self._clients: dict[Outbound, httpx.AsyncClient] = {}
-
-    def get(self, outbound: Outbound) -> httpx.AsyncClient:
-        if self._shared is not None:
-            return self._shared
-        client = self._clients.get(outbound)
-        if client is None:
-            client = self._clients[outbound] = new_http_client(outbound)
-        return client
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
 
 
 @dataclass

@@ -5,8 +5,10 @@ returns a ``Token`` or raises ``TokenError`` carrying exactly one
 ``ErrorClass``. It never retries and never sleeps: scheduling, backoff and rate
 limiting belong to the caller.
 
-The access token is held as a ``SecretStr`` and nothing else from the response
-is kept (Simplifi's ``refresh_token`` in particular is dropped on the floor).
+The access token is held as a ``SecretStr``; of the rest of the response only
+the lifetime and the granted scopes are kept (Simplifi's ``refresh_token`` in
+particular is dropped on the floor). Answers are read with
+``exporter.http.read_body``, capped as sent and as decoded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import math
 import time
@@ -26,7 +29,20 @@ import httpx
 from pydantic import SecretStr
 
 from exporter.config import Provider
-from exporter.errors import ErrorClass, classify_exception, classify_response, from_body
+from exporter.errors import (
+    ErrorClass,
+    InvalidResponse,
+    classify_exception,
+    classify_response,
+    from_body,
+)
+from exporter.http import read_body, read_capped
+
+__all__ = [  # read_capped moved to exporter.http; still importable from here
+    "Token", "TokenError", "basic_credentials", "build_request", "client_auth", "granted_scopes",
+    "jwt_claims", "jwt_expiry", "parse_retry_after", "parse_token_response", "read_capped",
+    "request_token", "revoke_token",
+]
 
 #: Longest lifetime we accept; beyond it the number is not a lifetime we can schedule by.
 MAX_LIFETIME = 10 * 366 * 86400.0
@@ -113,23 +129,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
-    """Read at most ``limit`` bytes of a streamed body; None if it is longer."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying it (we only schedule by it)."""
+def jwt_claims(token: str) -> dict[str, object] | None:
+    """The claims of a JWT, read without verifying it: we only schedule and report by them."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -138,10 +139,43 @@ def jwt_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(payload))
     except (ValueError, binascii.Error, RecursionError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying it."""
+    exp = (jwt_claims(token) or {}).get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
         return None
     return float(exp)
+
+
+def _scope_set(value: object) -> frozenset[str] | None:
+    """A scope as a space-separated string (RFC 6749 §3.3) or a list of strings; else None."""
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return frozenset(s for item in value for s in item.split())
+    return None
+
+
+def granted_scopes(doc: dict[str, object], access_token: str) -> frozenset[str] | None:
+    """The scopes the server says it granted; None when it does not say.
+
+    The answer's ``scope`` first (RFC 6749 §5.1). Many servers leave it out
+    when they grant what was asked; a JWT access token then often says it in a
+    ``scope`` claim (RFC 9068, a space-separated string) or an ``scp`` claim
+    (Okta, Entra ID: a string or a list).
+    """
+    if "scope" in doc:
+        return _scope_set(doc["scope"])
+    claims = jwt_claims(access_token)
+    if claims is None:
+        return None
+    for claim in ("scope", "scp"):
+        if claim in claims:
+            return _scope_set(claims[claim])
+    return None
 
 
 def _number(value: object) -> float | None:
@@ -211,13 +245,11 @@ def parse_token_response(provider: Provider, body: bytes, issued_at: float) -> T
     if not 0 < lifetime <= MAX_LIFETIME:
         raise TokenError(ErrorClass.INVALID_RESPONSE, f"unusable lifetime from {source}")
 
-    scope = doc.get("scope")
-    granted = frozenset(scope.split()) if isinstance(scope, str) else None
     return Token(
         access_token=SecretStr(access_token),
         issued_at=issued_at,
         expires_at=issued_at + lifetime,
-        granted_scopes=granted,
+        granted_scopes=granted_scopes(doc, access_token),
         lifetime_source=source,
     )
 
@@ -240,18 +272,12 @@ async def request_token(
                 timeout=provider.timeout,
                 follow_redirects=False,
             ) as response:
-                body = await read_capped(response, provider.max_response_bytes)
-    except TokenError:
-        raise
+                body = await read_body(response, provider.max_response_bytes)
+    except InvalidResponse as exc:
+        raise TokenError(ErrorClass.INVALID_RESPONSE, str(exc), status=exc.status) from None
     except Exception as exc:
         error = classify_exception(exc)
         raise TokenError(error, f"{type(exc).__name__} talking to {provider.token_host}") from None
-    if body is None:
-        raise TokenError(
-            ErrorClass.INVALID_RESPONSE,
-            f"response larger than {provider.max_response_bytes} bytes",
-            status=response.status_code,
-        )
     status = response.status_code
     if not 200 <= status <= 299:
         error = classify_response(status, response.headers, body, "token")
@@ -280,10 +306,14 @@ async def revoke_token(client: httpx.AsyncClient, provider: Provider, token: Tok
     }
     try:
         async with asyncio.timeout(provider.timeout):
-            response = await client.post(
-                provider.revocation_url, data=form, headers=headers,
+            async with client.stream(
+                "POST", provider.revocation_url, data=form, headers=headers,
                 timeout=provider.timeout, follow_redirects=False,
-            )
+            ) as response:
+                # The answer says nothing we use, but is read (bounded) so the
+                # connection ends cleanly; an oversized one still has its status.
+                with contextlib.suppress(InvalidResponse):
+                    await read_body(response, provider.max_response_bytes)
     except Exception:
         return None
     return response.status_code

@@ -1,15 +1,46 @@
-"""Outbound options per provider: TLS trust and identity, proxies."""
+"""Outbound HTTP: TLS trust and identity, proxies, shared clients, and bounded reading.
+
+The decompression-bomb tests serve 1 GiB bombs (gzip, deflate, "gzip, gzip")
+from a loopback server: read as the exporter reads them they are refused at
+``max_response_bytes`` within milliseconds, in a subprocess whose peak RSS is
+measured, and a running exporter keeps its schedule through them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import json
 import ssl
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 import yaml
 
+from exporter.config import Outbound, parse_config
+from exporter.errors import ErrorClass, InvalidResponse, classify_exception
+from exporter.http import (
+    ClientPool,
+    ResponseTooLarge,
+    UndecodableResponse,
+    new_http_client,
+    read_body,
+    read_capped,
+)
 from exporter.simulator import SimulatedProvider
+from exporter.tokens import TokenError, request_token
 from tests.harness import running_exporter, wait_for
 from tests.pki import Pki
-from tests.scripted import Answer, forward_proxy, scripted_server
+from tests.scripted import Answer, bomb, bomb_answer, forward_proxy, scripted_server
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SECRET = "outbound-secret-Hk4"
 
@@ -111,3 +142,316 @@ def test_tls_trust_identity_and_insecure_skip_verify(pki: Pki) -> None:
             logs = h.logs.getvalue()
         assert "provider insecure: TLS certificate verification is DISABLED" in logs
         assert "WARNING" in logs
+
+
+# --------------------------------------------------------------------------- shared clients
+
+
+def test_one_client_per_outbound_option_set(pki: Pki) -> None:
+    async def go() -> None:
+        pool = ClientPool()
+        try:
+            default, same = pool.get(Outbound()), pool.get(Outbound())
+            trusted = pool.get(Outbound(ca_file=str(pki.ca)))
+            assert default is same  # every credential with default options shares one
+            assert trusted is not default
+            assert pool.get(Outbound(ca_file=str(pki.ca))) is trusted
+        finally:
+            await pool.aclose()
+
+    asyncio.run(go())
+
+
+def test_the_client_asks_only_for_codings_it_decodes_with_a_bound() -> None:
+    async def go(url: str) -> None:
+        async with new_http_client() as client:
+            for _ in range(3):
+                async with client.stream("GET", url) as response:
+                    await read_body(response, 1024)
+
+    with scripted_server({"/": Answer(200, {"ok": True})}) as base:
+        asyncio.run(go(base + "/"))
+        assert [h["Accept-Encoding"] for h in base.headers] == ["gzip, deflate"] * 3
+        assert {h["User-Agent"] for h in base.headers} == {"token-health-exporter"}
+
+
+# --------------------------------------------------------------------------- read_body
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body delivered in pieces of ``size`` bytes, as a network would."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self._data, self._size = data, size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i in range(0, len(self._data), self._size):
+            yield self._data[i:i + self._size]
+
+
+def read(data: bytes, coding: str | None, limit: int, chunk: int = 4096,
+         headers: dict[str, str] | None = None) -> bytes | InvalidResponse:
+    """``read_body`` of one streamed answer served by httpx.MockTransport."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        h = dict(headers or {})
+        if coding is not None:
+            h["Content-Encoding"] = coding
+        return httpx.Response(200, headers=h, stream=Chunks(data, chunk))
+
+    async def go() -> bytes | InvalidResponse:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client, \
+                client.stream("GET", "http://api.test/") as response:
+            try:
+                return await read_body(response, limit)
+            except InvalidResponse as exc:
+                return exc
+
+    return asyncio.run(go())
+
+
+JSON_TYPE = {"Content-Type": "application/json"}
+DOC = json.dumps({"items": [{"id": i, "name": f"item {i}"} for i in range(2000)]}).encode()
+
+
+def deflate_raw(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(("coding", "encoded"), [
+    (None, DOC),
+    ("identity", DOC),
+    ("gzip", gzip.compress(DOC)),
+    ("x-gzip", gzip.compress(DOC)),
+    ("GZIP", gzip.compress(DOC)),
+    ("deflate", zlib.compress(DOC)),  # RFC 9110: the zlib format
+    ("deflate", deflate_raw(DOC)),  # what some servers send instead
+    ("gzip, gzip", gzip.compress(gzip.compress(DOC))),
+    ("deflate, gzip", gzip.compress(zlib.compress(DOC))),
+])
+@pytest.mark.parametrize("chunk", [1, 7, 65536])
+def test_read_body_undoes_each_coding(coding: str | None, encoded: bytes, chunk: int) -> None:
+    assert read(encoded, coding, 1 << 20, chunk) == DOC
+
+
+def test_a_coding_it_does_not_decode_is_read_as_it_came() -> None:
+    # As httpx does when it lacks the library: the bytes are then judged as
+    # they are (a token answer that is not JSON is invalid_response).
+    assert read(b"\x1b\x00compressed", "br", 1024) == b"\x1b\x00compressed"
+    assert read(gzip.compress(DOC), "br, gzip", 1 << 20) == gzip.compress(DOC)
+
+
+@pytest.mark.parametrize(("coding", "encoded", "message"), [
+    (None, DOC, "body larger than 1024 bytes"),
+    ("gzip", gzip.compress(b"x" * 5000), "decoded body larger than 1024 bytes"),
+    ("deflate", zlib.compress(b"x" * 5000), "decoded body larger than 1024 bytes"),
+    ("gzip, gzip", gzip.compress(gzip.compress(b"x" * 5000)),
+     "decoded body larger than 1024 bytes"),
+    ("gzip", bytes(range(256)) * 20, "body larger than 1024 bytes"),  # too big as sent
+])
+def test_read_body_caps_sent_and_decoded_bytes(coding: str | None, encoded: bytes,
+                                               message: str) -> None:
+    result = read(encoded, coding, 1024)
+    assert isinstance(result, ResponseTooLarge)
+    assert str(result) == message
+    assert classify_exception(result) is ErrorClass.INVALID_RESPONSE
+
+
+def test_the_cap_is_inclusive() -> None:
+    assert read(gzip.compress(b"x" * 1024), "gzip", 1024) == b"x" * 1024
+    assert isinstance(read(gzip.compress(b"x" * 1025), "gzip", 1024), ResponseTooLarge)
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
+    result = read(b"{}", None, 1024, headers={"Content-Length": "999999"})
+    assert isinstance(result, ResponseTooLarge) and not result.decoded
+
+
+def test_the_length_of_a_body_not_sent_is_no_reason_to_refuse() -> None:
+    # A HEAD probe of a large resource: Content-Length is the GET body's size.
+    async def head(url: str) -> bytes:
+        async with new_http_client() as client, client.stream("HEAD", url) as response:
+            assert response.headers["content-length"] == str(len(DOC))
+            return await read_body(response, 1024)
+
+    with scripted_server({"/": Answer(200, DOC, JSON_TYPE)}) as base:
+        assert asyncio.run(head(base + "/")) == b""
+
+
+@pytest.mark.parametrize(("coding", "encoded"), [
+    ("gzip", b"this is not gzip at all"),
+    ("gzip", gzip.compress(DOC)[:40] + b"\xff" * 40),
+    ("deflate", b"\xff\xfe\xfd\xfc" * 10),
+])
+def test_a_body_that_does_not_decode_is_invalid_response(coding: str, encoded: bytes) -> None:
+    result = read(encoded, coding, 1 << 20)
+    assert isinstance(result, UndecodableResponse)
+    assert str(result) == f"body is not valid {coding}"
+    assert classify_exception(result) is ErrorClass.INVALID_RESPONSE
+
+
+@pytest.mark.slow
+def test_bombs_are_valid_streams() -> None:
+    # The same construction as the 1 GiB bombs below, at a size that can be checked.
+    size = 48 << 20
+    assert gzip.decompress(bomb(size)) == bytes(size)
+    assert zlib.decompress(bomb(size, "deflate")) == bytes(size)
+    assert gzip.decompress(gzip.decompress(bomb(size, "gzip, gzip"))) == bytes(size)
+    assert len(bomb(1 << 30, "gzip, gzip")) < 4096  # 1 GiB
+
+
+# --------------------------------------------------------------------------- decompression bombs
+
+GIB = 1 << 30
+CAP = 1 << 20  # max_response_bytes' default
+REFUSED = f"decoded body larger than {CAP} bytes"
+BOMBS = {"/gzip": "gzip", "/deflate": "deflate", "/gzip-gzip": "gzip, gzip"}
+
+
+def bomb_script() -> dict[str, Answer]:
+    script = {path: bomb_answer(GIB, coding) for path, coding in BOMBS.items()}
+    # An error status is no excuse: its body is read (to classify it) under the same cap.
+    script["/401-gzip"] = bomb_answer(GIB, "gzip", status=401)
+    script["/token"] = Answer(200, {"access_token": "bomb-test-token", "expires_in": 3600,
+                                    "token_type": "Bearer"})
+    script["/small"] = Answer(200, gzip.compress(b'{"ok": true}'),
+                              {"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    return script
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def rss_child(base: str, mode: str) -> None:
+    """Run in a fresh interpreter: read every bomb; print what happened and the peak RSS growth.
+
+    mode "exporter": token requests through ``request_token`` and probe reads
+    through ``read_capped``, as the exporter makes them. mode "httpx": the
+    same reads through httpx's own decoding (``aiter_bytes``) under the same
+    cap, for comparison: it shows that the measurement can see a bomb.
+    """
+    async def probe(client: httpx.AsyncClient, path: str) -> str:
+        async with client.stream("GET", base + path) as response:
+            if mode == "exporter":
+                await read_capped(response, CAP)
+                return "read"
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > CAP:
+                    return "refused"
+            return "read"
+
+    async def token(client: httpx.AsyncClient, path: str) -> str:
+        provider = parse_config(f"providers:\n  - name: p\n    token_url: {base}{path}\n"
+                                f"    client_id: c\n    client_secret: {SECRET}\n",
+                                "t.yaml", {}).providers[0]
+        try:
+            await request_token(client, provider)
+        except TokenError as exc:
+            return f"{exc.error}: {exc.detail}"
+        return "token"
+
+    async def main() -> dict[str, object]:
+        results: dict[str, object] = {}
+        async with new_http_client() as client:
+            await probe(client, "/small")  # warm up: imports, the connection, zlib
+            await token(client, "/token")
+            # Linux: "5" resets the peak (VmHWM) to the current RSS.
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+            before = _status_mib("VmRSS")
+            kinds = ("probe",) if mode == "httpx" else ("probe", "token")
+            paths = ["/gzip", "/deflate"] if mode == "httpx" else [*BOMBS, "/401-gzip"]
+            for kind in kinds:
+                for path in paths:
+                    started = time.perf_counter()
+                    try:
+                        outcome = await (probe if kind == "probe" else token)(client, path)
+                    except InvalidResponse as exc:
+                        outcome = f"invalid_response: {exc}"
+                    results[f"{kind} {path}"] = [outcome, time.perf_counter() - started]
+            results["growth_mib"] = _status_mib("VmHWM") - before
+        return results
+
+    print(json.dumps(asyncio.run(main())))
+
+
+def run_rss_child(base: str, mode: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from tests.test_outbound import rss_child; "
+         "rss_child(sys.argv[1], sys.argv[2])", base, mode],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.slow
+def test_bombs_are_refused_quickly_with_bounded_memory() -> None:
+    with scripted_server(bomb_script()) as base:
+        ours = run_rss_child(base, "exporter")
+        theirs = run_rss_child(base, "httpx")
+    growth = ours.pop("growth_mib")
+    assert set(ours) == {f"{kind} {path}" for kind in ("probe", "token")
+                         for path in [*BOMBS, "/401-gzip"]}
+    for name, (outcome, seconds) in ours.items():
+        assert outcome == f"invalid_response: {REFUSED}", name
+        assert seconds < 5, name  # in practice tens of milliseconds
+    # 1 GiB bombs, refused at 1 MiB: the cap, a few 64 KiB pieces, nothing more.
+    assert growth < 16, ours
+    # The same measurement sees httpx's own decoding inflate a whole network
+    # chunk at once (64 KiB of this bomb is 64 MiB).
+    assert theirs.pop("growth_mib") > 48, theirs
+    assert {outcome for outcome, _ in theirs.values()} == {"refused"}
+
+
+@pytest.mark.slow
+def test_bombs_at_the_token_endpoint_and_every_probe_keep_the_schedule_running() -> None:
+    with scripted_server(bomb_script()) as base:
+        probes = [{"name": path.strip("/"), "url": base + path, "interval": "1s",
+                   "timeout": "900ms"} for path in [*BOMBS, "/401-gzip"]]
+        probes.append({"name": "small", "url": base + "/small", "interval": "1s",
+                       "timeout": "900ms"})
+        config = {"providers": [
+            {"name": "api", "token_url": base + "/token", "client_id": "c",
+             "client_secret": SECRET, "probes": probes},
+            # One attempt each (the backoff outlasts the test): the next is planned.
+            *({"name": f"token-{path.strip('/')}", "token_url": base + path, "client_id": "c",
+               "client_secret": SECRET, "backoff_initial": "1h", "backoff_max": "1h"}
+              for path in [*BOMBS, "/401-gzip"]),
+        ]}
+        with running_exporter(yaml.safe_dump(config), log_level="info") as h:
+            def failures(metric: str, **labels: str) -> float:
+                return h.value(metric, error="invalid_response", **labels) or 0.0
+
+            def refused(times: int, metric: str, **labels: str) -> Callable[[], bool]:
+                return lambda: failures(metric, **labels) >= times
+
+            # Three refusals each: every probe's schedule goes on after a bomb.
+            for p in probes[:-1]:
+                wait_for(refused(3, "oauth_probe_failures_total", provider="api",
+                                 probe=str(p["name"])),
+                         timeout=30, message=f"probe {p['name']}")
+            wait_for(lambda: (h.value("oauth_probe_attempts_total", provider="api",
+                                      probe="small") or 0) >= 3, timeout=30, message="small")
+            # A renewal refused a bomb, ended normally and planned the next one.
+            for path in [*BOMBS, "/401-gzip"]:
+                name = f"token-{path.strip('/')}"
+                wait_for(refused(1, "oauth_token_refresh_failures_total", provider=name),
+                         timeout=30, message=name)
+                wait_for(lambda n=name: (h.value("oauth_token_next_renewal_timestamp_seconds",
+                                                 provider=n) or 0) > time.time() + 60,
+                         message=f"{name}'s next renewal")
+            assert h.value("oauth_probe_success", provider="api", probe="small") == 1.0
+            assert h.value("oauth_token_valid", provider="api") == 1.0
+            logs = h.logs.getvalue()
+    for p in probes[:-1]:
+        assert f"answer from {p['url']} refused (invalid_response): {REFUSED}" in logs
+    assert f"token request failed (invalid_response, 1 in a row): {REFUSED}" in logs
+    assert SECRET not in logs

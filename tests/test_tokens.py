@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs, unquote_plus
 
 import httpx
@@ -19,6 +20,7 @@ from exporter.tokens import (
     jwt_expiry,
     parse_retry_after,
     request_token,
+    revoke_token,
 )
 
 NOW = 1_800_000_000.0
@@ -207,3 +209,86 @@ def test_jwt_expiry() -> None:
     assert jwt_expiry("not.a.jwt") is None
     assert jwt_expiry(make_jwt({"exp": "soon"})) is None
     assert jwt_expiry("opaque") is None
+
+
+def scoped(claims: dict[str, object], **fields: object) -> Handler:
+    return ok({"access_token": make_jwt({"exp": NOW + 600, **claims}), "expires_in": 600,
+               "token_type": "Bearer", **fields})
+
+
+@pytest.mark.parametrize(("handler", "granted"), [
+    # The answer's scope first (RFC 6749 §5.1), even when the JWT says otherwise.
+    (scoped({"scope": "read write"}, scope="read"), {"read"}),
+    (scoped({"scope": "read write"}, scope=["read", "admin"]), {"read", "admin"}),
+    # No scope in the answer: the JWT's scope (RFC 9068) or scp (Okta, Entra ID) claim.
+    (scoped({"scope": "read write"}), {"read", "write"}),
+    (scoped({"scp": ["read", "write"]}), {"read", "write"}),
+    (scoped({"scp": "read"}), {"read"}),
+    (scoped({"scope": ""}), set()),  # granted nothing
+    # Unknown: nothing says.
+    (scoped({}), None),
+    (scoped({"scp": 7}), None),
+    (scoped({"scope": ["read", 7]}), None),
+    (ok({"access_token": "opaque-token", "expires_in": 600}), None),
+    (ok({"access_token": "opaque-token", "expires_in": 600, "scope": None}), None),
+])
+def test_granted_scopes(handler: Handler, granted: set[str] | None) -> None:
+    token = fetch(provider("generic", scope="'read write'"), handler)
+    assert not isinstance(token, TokenError), token
+    assert token.granted_scopes == (None if granted is None else frozenset(granted))  # type: ignore[attr-defined]
+
+
+class Chunks(httpx.AsyncByteStream):
+    def __init__(self, data: bytes, size: int = 8192) -> None:
+        self._data, self._size = data, size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i in range(0, len(self._data), self._size):
+            yield self._data[i:i + self._size]
+
+
+def streamed(body: bytes, status: int = 200, **headers: str) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers=headers, stream=Chunks(body))
+
+    return handler
+
+
+# 64 MiB of zeros as gzip: 64 KiB on the wire.
+BOMB = gzip.compress(bytes(64 << 20), compresslevel=9)
+
+
+@pytest.mark.parametrize("status", [200, 401, 500])
+def test_a_decompression_bomb_is_invalid_response(status: int) -> None:
+    result = fetch(provider(), streamed(BOMB, status, **{"Content-Encoding": "gzip"}))
+    assert isinstance(result, TokenError), result
+    assert result.error is ErrorClass.INVALID_RESPONSE
+    assert result.detail == "decoded body larger than 1048576 bytes"
+    assert result.status == status
+
+
+def test_a_compressed_token_answer_is_read() -> None:
+    body = json.dumps({"access_token": "t", "expires_in": 60}).encode()
+    token = fetch(provider(), streamed(gzip.compress(body), **{"Content-Encoding": "gzip"}))
+    assert not isinstance(token, TokenError), token
+
+
+def test_revocation_reads_its_answer_under_the_cap() -> None:
+    p = provider("simpledocs", revocation_url="https://auth.example/revoke",
+                 revoke_on_shutdown="true")
+    token = fetch(p, ok({"access_token": "t-123", "expires_in": 60}))
+    assert not isinstance(token, TokenError)
+
+    async def revoke(handler: Handler) -> int | None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await revoke_token(client, p, token)  # type: ignore[arg-type]
+
+    bomb = streamed(BOMB, 200, **{"Content-Encoding": "gzip"})
+    assert asyncio.run(revoke(bomb)) == 200  # refused unread past the cap; the status stands
+    assert asyncio.run(revoke(ok(b"", 503))) == 503
+
+
+def test_read_capped_is_still_importable_from_tokens() -> None:
+    from exporter import http, tokens
+
+    assert tokens.read_capped is http.read_capped
