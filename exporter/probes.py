@@ -28,11 +28,18 @@ from dataclasses import dataclass
 
 import httpx
 
-from exporter.errors import TOKEN_REJECTED, ErrorClass, classify_exception, classify_response
+from exporter.errors import (
+    TOKEN_REJECTED,
+    ErrorClass,
+    InvalidResponse,
+    classify_exception,
+    classify_response,
+)
+from exporter.http import read_capped
 from exporter.renewal import TokenManager
 from exporter.scheduler import sleep_until
 from exporter.state import ProbeState, ProviderState
-from exporter.tokens import Token, read_capped
+from exporter.tokens import Token
 
 log = logging.getLogger("exporter.probes")
 
@@ -195,15 +202,20 @@ class ProbeRunner:
                     follow_redirects=False,
                 ) as response:
                     body = await read_capped(response, limit)
+        except InvalidResponse as exc:
+            # Too large once decoded (a decompression bomb), or undecodable: the
+            # answer came, so its status is kept.
+            return Outcome(exc.status or 0, ErrorClass.INVALID_RESPONSE,
+                           time.perf_counter() - started)
         except Exception as exc:
             return Outcome(0, classify_exception(exc), time.perf_counter() - started)
         duration = time.perf_counter() - started
         status = response.status_code
         if status in probe.expect_status:
             return Outcome(status, None, duration)
-        # An oversized error body is still classified by its header and status.
-        return Outcome(status, classify_response(status, response.headers, body or b"", "probe"),
-                       duration)
+        error = classify_response(status, response.headers, body, "probe",
+                                  bearer=token is not None)
+        return Outcome(status, error, duration)
 
     def _finish(self, token: Token | None, outcome: Outcome) -> None:
         if token is not None and outcome.error is None:
