@@ -125,13 +125,14 @@ class TokenRequest:
     client_ip: str
     method: str
     content_type: str
-    auth_method: str  # "client_secret_basic" | "client_secret_post" | "none"
+    auth_method: str  # "client_secret_basic" | "client_secret_post" | "none" | a JWT method
     client_id: str | None
     grant_type: str | None
     scope: str | None  # as sent; None if absent
     form_keys: tuple[str, ...]  # names only, in the order sent
     status: int  # 0: no answer (the simulator stopped during a delay)
     issued: bool
+    path: str = ""  # the token path called (a vendor may serve more than one)
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,11 @@ class ApiRequest:
 
 @dataclass
 class Client:
-    secret: str = field(repr=False)
+    secret: str | None = field(repr=False)
     scopes: tuple[str, ...]
     secret_expires_at: float | None
+    auth_method: str  # the one method it was registered with
+    jwks: Mapping[str, Any] | None = None  # public keys (private_key_jwt), a JWK Set
 
 
 @dataclass
@@ -158,6 +161,7 @@ class Token:
     scopes: tuple[str, ...]
     expires_at: float
     revoked: bool = False
+    issued_at: float = 0.0
 
 
 TokenState = Literal["missing", "unknown", "expired", "revoked", "valid"]
@@ -168,10 +172,13 @@ TokenState = Literal["missing", "unknown", "expired", "revoked", "valid"]
 
 @dataclass(frozen=True)
 class ClientAuth:
-    method: str  # "client_secret_basic" | "client_secret_post" | "none"
+    # "client_secret_basic" | "client_secret_post" | "client_secret_jwt" |
+    # "private_key_jwt" | "none"
+    method: str
     client_id: str | None
     secret: str | None = field(default=None, repr=False)
     problem: str | None = None  # why the request is malformed (RFC 6749 §5.2 invalid_request)
+    assertion: str | None = field(default=None, repr=False)  # RFC 7523 client_assertion
 
 
 def read_client_auth(headers: Mapping[str, str], form: Mapping[str, str]) -> ClientAuth:
@@ -257,14 +264,38 @@ class Engine:
     def add_client(
         self,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         *,
         scopes: str | None = None,
         secret_expires_at: float | None = None,
+        auth_method: str | None = None,
+        jwks: Mapping[str, Any] | None = None,
     ) -> None:
-        """Register an application; ``scopes`` is what it may be granted."""
+        """Register an application; ``scopes`` is what it may be granted.
+
+        ``auth_method`` is the one client authentication method it may use
+        (default: the vendor's, or ``private_key_jwt`` when only ``jwks`` is
+        given); ``jwks`` holds its public keys, a JWK or a JWK Set. ValueError
+        if the vendor does not support the method or it lacks what it needs.
+        """
+        if jwks is not None and "keys" not in jwks:
+            jwks = {"keys": [dict(jwks)]}
+        if auth_method is None:
+            auth_method = (
+                "private_key_jwt" if client_secret is None and jwks is not None
+                else self.vendor.auth_method
+            )
+        if auth_method not in self.vendor.auth_methods():
+            raise ValueError(f"{self.kind} does not support {auth_method}; it supports "
+                             f"{', '.join(self.vendor.auth_methods())}")
+        if (auth_method == "private_key_jwt") != (jwks is not None):
+            raise ValueError("private_key_jwt clients need jwks=, and only they take it")
+        if auth_method != "private_key_jwt" and not client_secret:
+            raise ValueError(f"{auth_method} clients need a client secret")
         allowed = self.vendor.default_scopes if scopes is None else scopes
-        client = Client(client_secret, tuple(dict.fromkeys(allowed.split())), secret_expires_at)
+        client = Client(client_secret, tuple(dict.fromkeys(allowed.split())), secret_expires_at,
+                        auth_method, jwks)
+        self.vendor.check_client(client)
         with self._lock:
             self._clients[client_id] = client
 
@@ -336,7 +367,7 @@ class Engine:
             first.setdefault(key, value)
         # RFC 6749 §3.2: a parameter must not be sent twice.
         form = first if pairs is not None and len(first) == len(pairs) else None
-        auth = read_client_auth(request.headers, first)
+        auth = self.vendor.read_client_auth(request.headers, first)
         with self._lock:
             self._token_request_total += 1
             faults = dataclasses.replace(self.faults)
@@ -359,7 +390,8 @@ class Engine:
         elif retry_after is not None:
             response = vendor.rate_limited(retry_after)
         else:
-            response, issued = self._grant(is_form, form, auth, faults)
+            endpoint = (self._base_url or "") + request.path
+            response, issued = self._grant(is_form, form, auth, faults, endpoint)
 
         record = TokenRequest(
             time=received,
@@ -373,6 +405,7 @@ class Engine:
             form_keys=tuple(first),
             status=response.status,
             issued=issued,
+            path=request.path,
         )
         with self._lock:
             self._token_log.append(record)
@@ -403,6 +436,7 @@ class Engine:
         form: Mapping[str, str] | None,
         auth: ClientAuth,
         faults: Faults,
+        endpoint: str,
     ) -> tuple[Response, bool]:
         vendor = self.vendor
         if not is_form:
@@ -426,12 +460,10 @@ class Engine:
                 400, "unsupported_grant_type",
                 "The authorization grant type is not supported by the authorization server.",
             ), False
-        if auth.method != vendor.auth_method:
-            return vendor.invalid_client(auth), False
         with self._lock:
-            client = self._clients.get(auth.client_id or "")
-            if client is None or not self._authenticates_locked(client, auth.secret, time.time()):
-                return vendor.invalid_client(auth), False
+            client, reason = self._authenticate_locked(auth, endpoint, faults)
+            if client is None:
+                return vendor.invalid_client(auth, reason), False
             scope = vendor.granted_scope(client.scopes, form.get("scope"))
             if scope is None:
                 return vendor.oauth_error(
@@ -439,24 +471,46 @@ class Engine:
                 ), False
             return self._issue_locked(auth.client_id or "", scope, faults), True
 
-    @staticmethod
-    def _authenticates_locked(client: Client | None, secret: str | None, now: float) -> bool:
-        if client is None or secret is None:
-            return False
+    def _authenticate_locked(
+        self, auth: ClientAuth, endpoint: str, faults: Faults
+    ) -> tuple[Client | None, str]:
+        """The authenticated client, or None and why not (for error_description).
+
+        ``endpoint`` is the URL the client called: an assertion's audience.
+        """
+        if auth.method not in self.vendor.auth_methods():
+            return None, f"{auth.method} is not supported"
+        client = self._clients.get(auth.client_id or "")
+        if client is None:
+            return None, "unknown client"
+        if auth.method != client.auth_method:
+            return None, f"the client is registered for {client.auth_method}"
+        now = time.time()
         if client.secret_expires_at is not None and client.secret_expires_at <= now:
-            return False  # SmartDocumentor's secrets expire; so may any provider's
-        return hmac.compare_digest(client.secret.encode(), secret.encode())
+            return None, "the client secret has expired"  # SmartDocumentor's do; so may any
+        if auth.assertion is not None:
+            reason = self.vendor.verify_assertion(
+                auth.client_id or "", client, auth.assertion, (self._base_url or "", endpoint),
+                now, replayed=faults.replayed_jti,
+            )
+            return (None, reason) if reason else (client, "")
+        if client.secret is None or auth.secret is None or not hmac.compare_digest(
+            client.secret.encode(), auth.secret.encode()
+        ):
+            return None, "the client secret is wrong"
+        return client, ""
 
     def _issue_locked(self, client_id: str, scope: str, faults: Faults) -> Response:
         now = time.time()
         lifetime = self._lifetime if faults.lifetime is None else faults.lifetime
-        token, expires_at = self.vendor.mint_token(self._base_url, client_id, now, lifetime)
+        token, expires_at = self.vendor.mint_token(self._base_url, client_id, scope, now,
+                                                   lifetime)
         if self.vendor.one_active_token:
             for record in self._tokens.values():
                 if record.client_id == client_id:
                     record.revoked = True
         self._prune_locked(now)
-        self._tokens[token] = Token(client_id, tuple(scope.split()), expires_at)
+        self._tokens[token] = Token(client_id, tuple(scope.split()), expires_at, issued_at=now)
         self._issued_total += 1
         life: dict[str, Any] = {} if self._omit_expires_in else {self._lifetime_field: lifetime}
         return json_response(200, self.vendor.token_body(token, life, scope), *NO_STORE)
@@ -472,13 +526,18 @@ class Engine:
 
     # --- services vendors build on ---------------------------------------------
 
-    def revoke_token(self, auth: ClientAuth, token: str) -> bool:
+    def authenticate(self, auth: ClientAuth, endpoint: str) -> tuple[bool, str]:
+        """Whether ``auth`` authenticates a client at ``endpoint`` (a URL), and why not."""
+        with self._lock:
+            faults = self.faults
+            client, reason = self._authenticate_locked(auth, endpoint, faults)
+        return client is not None, reason
+
+    def revoke_token(self, auth: ClientAuth, token: str, endpoint: str = "") -> bool:
         """RFC 7009 revocation by an authenticated client; False if it does not authenticate."""
         with self._lock:
-            client = self._clients.get(auth.client_id or "")
-            if auth.method != self.vendor.auth_method or not self._authenticates_locked(
-                client, auth.secret, time.time()
-            ):
+            client, _ = self._authenticate_locked(auth, endpoint, self.faults)
+            if client is None:
                 return False
             record = self._tokens.get(token)
             # RFC 7009 §2.2: an unknown token is not an error.
@@ -486,11 +545,9 @@ class Engine:
                 record.revoked = True
         return True
 
-    def token_state(self, request: Request) -> tuple[TokenState, Token | None]:
-        """What the request's bearer token is worth now, and a copy of its record."""
-        scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
-        token = value.strip()
-        if scheme.lower() != "bearer" or not token:
+    def lookup(self, token: str) -> tuple[TokenState, Token | None]:
+        """What ``token`` is worth now, and a copy of its record."""
+        if not token:
             return "missing", None
         with self._lock:
             record = self._tokens.get(token)
@@ -502,6 +559,13 @@ class Engine:
         if snapshot.expires_at <= time.time():
             return "expired", snapshot
         return "valid", snapshot
+
+    def token_state(self, request: Request) -> tuple[TokenState, Token | None]:
+        """What the request's bearer token is worth now, and a copy of its record."""
+        scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return "missing", None
+        return self.lookup(value.strip())
 
     # --- API side (handler threads) ---------------------------------------------
 

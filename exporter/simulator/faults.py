@@ -24,10 +24,15 @@ class Faults:
     lifetime: int | None = None  # lifetime (s) of newly issued tokens
     api_server_error: bool = False  # API endpoints answer 500 with an HTML page
     api_delay: float = 0.0  # seconds to wait before answering an API request
+    # Vendors with OpenID Connect discovery and JWT client authentication (oidc):
+    wrong_issuer: bool = False  # the discovery document names another issuer
+    discovery_status: int | None = None  # discovery answers this 4xx/5xx status instead
+    replayed_jti: bool = False  # every client assertion is refused as a replayed jti
 
 
 _BOOL_FAULTS = frozenset(
-    {"wrong_credentials", "server_error", "non_json", "rate_limited", "api_server_error"}
+    {"wrong_credentials", "server_error", "non_json", "rate_limited", "api_server_error",
+     "wrong_issuer", "replayed_jti"}
 )
 _SECONDS_FAULTS = frozenset({"delay", "api_delay"})
 
@@ -52,5 +57,11 @@ def checked_fault(name: str, value: object) -> object:
         # of an unusable lifetime.
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError("fault 'lifetime' must be a whole number of seconds or null")
+        return value
+    if name == "discovery_status":
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599
+        ):
+            raise ValueError("fault 'discovery_status' must be an HTTP error status or null")
         return value
     raise ValueError(f"unknown fault {name!r}")

@@ -17,6 +17,7 @@ import logging
 import selectors
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -46,7 +47,9 @@ class SimulatedProvider(Engine):
         rate_limit: tuple[int, float] | Literal["default"] | None = "default",
         omit_expires_in: bool = False,
         lifetime_field: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: a server-side context; the provider then serves https only."""
         vendor = BY_KIND.get(kind)
         if vendor is None:
             raise ValueError(
@@ -61,6 +64,7 @@ class SimulatedProvider(Engine):
         )
         self._host = host
         self._port = port
+        self._tls = tls
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -71,11 +75,12 @@ class SimulatedProvider(Engine):
         with self._lock:
             if self._server is not None:
                 raise RuntimeError(f"{self.kind} simulator is already running")
-            server = _Server((self._host, self._port), self)
+            server = _Server((self._host, self._port), self, self._tls)
             # A restart binds the same port again, so base_url stays valid.
             self._port = server.port
             host = f"[{self._host}]" if ":" in self._host else self._host
-            self._base_url = f"http://{host}:{server.port}"
+            scheme = "http" if self._tls is None else "https"
+            self._base_url = f"{scheme}://{host}:{server.port}"
             thread = threading.Thread(
                 target=server.serve, name=f"simulator-{self.kind}", daemon=True
             )
@@ -111,7 +116,7 @@ class SimulatedProvider(Engine):
         """Route one request (handler threads)."""
         if is_admin_path(request.path):
             return admin_response(self, request)
-        if request.path == self.vendor.token_path:
+        if self.vendor.is_token_path(request.path):
             return self.token_endpoint(request, stopping)
         return self.api_endpoint(request, stopping)
 
@@ -125,7 +130,9 @@ class _Server(ThreadingHTTPServer):
     # select and its accept; stop() is never held up longer than this.
     timeout = 0.5
 
-    def __init__(self, address: tuple[str, int], provider: SimulatedProvider) -> None:
+    def __init__(
+        self, address: tuple[str, int], provider: SimulatedProvider, tls: ssl.SSLContext | None
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.provider = provider
@@ -139,6 +146,12 @@ class _Server(ThreadingHTTPServer):
             self._wake_reader.close()
             self._wake_writer.close()
             raise
+        if tls is not None:
+            # The handshake happens in the handler thread (setup), so a slow
+            # client cannot hold up the accept loop.
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     def serve(self) -> None:
         """serve_forever() without its polling: request_stop() wakes the loop at once."""
@@ -213,6 +226,13 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sim().track(self.connection)
+        if isinstance(self.connection, ssl.SSLSocket):
+            # A failed handshake raises OSError, which ends this connection quietly.
+            try:
+                self.connection.do_handshake()
+            except BaseException:
+                self._sim().untrack(self.connection)
+                raise
 
     def finish(self) -> None:
         try:

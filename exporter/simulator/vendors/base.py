@@ -10,6 +10,7 @@ routes). The defaults are plain RFC 6749 / RFC 6750 behaviour. The engine
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter.simulator.engine import (
@@ -18,10 +19,11 @@ from exporter.simulator.engine import (
     Request,
     Response,
     json_response,
+    read_client_auth,
 )
 
 if TYPE_CHECKING:
-    from exporter.simulator.engine import Engine
+    from exporter.simulator.engine import Client, Engine
 
 
 class Vendor:
@@ -53,7 +55,36 @@ class Vendor:
     #: The scopes ``--demo`` registers its client with (None: ``default_scopes``).
     demo_scopes: ClassVar[str | None] = None
 
+    # --- client authentication -------------------------------------------------
+
+    def auth_methods(self) -> tuple[str, ...]:
+        """Every client authentication method this vendor accepts; the first is the default."""
+        return (self.auth_method,)
+
+    def read_client_auth(self, headers: Mapping[str, str], form: Mapping[str, str]) -> ClientAuth:
+        """The credentials a request presents (HTTP Basic or the form, RFC 6749 §2.3.1)."""
+        return read_client_auth(headers, form)
+
+    def check_client(self, client: Client) -> None:
+        """ValueError if this vendor could never authenticate ``client`` (add_client)."""
+
+    def verify_assertion(
+        self, client_id: str, client: Client, assertion: str, audiences: Collection[str],
+        now: float, *, replayed: bool = False,
+    ) -> str:
+        """Why a client assertion (RFC 7523) is refused, or "" if it is accepted.
+
+        ``audiences`` are the values its ``aud`` may name: the issuer and the URL called.
+
+        Called with the engine's lock held. Vendors without JWT client
+        authentication never get here: ``auth_methods()`` refuses first.
+        """
+        return "client assertions are not supported"
+
     # --- token endpoint -------------------------------------------------------
+
+    def is_token_path(self, path: str) -> bool:
+        return path == self.token_path
 
     def granted_scope(self, allowed: tuple[str, ...], requested: str | None) -> str | None:
         """The scope to grant a client allowed ``allowed``, or None for invalid_scope."""
@@ -63,7 +94,7 @@ class Vendor:
         return " ".join(scope for scope in allowed if scope in words)
 
     def mint_token(
-        self, issuer: str | None, client_id: str, now: float, lifetime: int
+        self, issuer: str | None, client_id: str, scope: str, now: float, lifetime: int
     ) -> tuple[str, float]:
         """A new access token and when it expires."""
         return secrets.token_urlsafe(32), now + lifetime
@@ -79,7 +110,8 @@ class Vendor:
     def oauth_error(self, status: int, code: str, message: str) -> Response:
         return json_response(status, self.error_body(code, message), *NO_STORE)
 
-    def invalid_client(self, auth: ClientAuth) -> Response:
+    def invalid_client(self, auth: ClientAuth, reason: str = "") -> Response:
+        """The refusal of a client authentication; ``reason`` is for vendors that tell why."""
         status = self.invalid_client_status
         headers = NO_STORE
         if status == 401 and auth.method == "client_secret_basic":

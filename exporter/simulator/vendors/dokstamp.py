@@ -85,7 +85,7 @@ class DokStamp(Vendor):
     demo_client = ("demo-dokstamp", "EMDHO4H4h4ZPx30QeGy2c9zaO4miNSJf")
 
     def mint_token(
-        self, issuer: str | None, client_id: str, now: float, lifetime: int
+        self, issuer: str | None, client_id: str, scope: str, now: float, lifetime: int
     ) -> tuple[str, float]:
         """A Passport-style JWT; its ``exp`` is the authority on when it expires."""
         iat = int(now)
