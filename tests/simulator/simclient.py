@@ -32,6 +32,7 @@ PRESET_AUTH = {
     "simplifi": "client_secret_basic",
     "simplestore": "client_secret_post",
     "dokstamp": "client_secret_post",
+    "oidc": "client_secret_basic",
 }
 #: Form fields a vendor requires beyond grant_type and the credentials.
 PRESET_FORM: dict[str, dict[str, str]] = {"smartdocumentor": {"scope": "WebAPI"}}
@@ -42,6 +43,7 @@ API_CALL: dict[str, tuple[str, dict[str, str]]] = {
     "simplifi": ("/api/v1/employees", {}),
     "simplestore": ("/api/v1/products", {}),
     "dokstamp": ("/api/v1/documents", {"Accept": "application/json", "X-Tenant": "acme"}),
+    "oidc": ("/api/whoami", {}),
 }
 
 Factory = Callable[..., SimulatedProvider]
@@ -62,9 +64,19 @@ class VendorCase:
     rate_limited: Callable[[Any], bool]
     #: How the exporter classes a probe refused for an expired token.
     expired_class: ErrorClass
+    #: The refusal also says why, in an ``error_description`` (RFC 6749 §5.2).
+    described: bool = False
 
     def __str__(self) -> str:
         return self.kind
+
+
+def without_description(case: VendorCase, body: dict[str, Any]) -> dict[str, Any]:
+    """An error body less the ``error_description`` a describing vendor must add."""
+    if not case.described:
+        return body
+    assert isinstance(body.pop("error_description", None), str), body
+    return body
 
 
 def basic(client_id: str, secret: str) -> str:
