@@ -76,6 +76,8 @@ class Request:
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     client_ip: str
+    #: DER of the client certificate the TLS handshake verified (mutual TLS), if any.
+    client_cert: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class Client:
     secret_expires_at: float | None
     auth_method: str  # the one method it was registered with
     jwks: Mapping[str, Any] | None = None  # public keys (private_key_jwt), a JWK Set
+    tls_subject: str | None = None  # RFC 4514 subject DN (tls_client_auth)
 
 
 @dataclass
@@ -179,6 +182,7 @@ class ClientAuth:
     secret: str | None = field(default=None, repr=False)
     problem: str | None = None  # why the request is malformed (RFC 6749 §5.2 invalid_request)
     assertion: str | None = field(default=None, repr=False)  # RFC 7523 client_assertion
+    certificate: bytes | None = field(default=None, repr=False)  # DER (tls_client_auth)
 
 
 def read_client_auth(headers: Mapping[str, str], form: Mapping[str, str]) -> ClientAuth:
@@ -270,19 +274,24 @@ class Engine:
         secret_expires_at: float | None = None,
         auth_method: str | None = None,
         jwks: Mapping[str, Any] | None = None,
+        tls_client_auth_subject_dn: str | None = None,
     ) -> None:
         """Register an application; ``scopes`` is what it may be granted.
 
         ``auth_method`` is the one client authentication method it may use
-        (default: the vendor's, or ``private_key_jwt`` when only ``jwks`` is
-        given); ``jwks`` holds its public keys, a JWK or a JWK Set. ValueError
-        if the vendor does not support the method or it lacks what it needs.
+        (default: the vendor's, ``private_key_jwt`` when only ``jwks`` is given,
+        ``tls_client_auth`` when only a subject DN is); ``jwks`` holds its public
+        keys, a JWK or a JWK Set; ``tls_client_auth_subject_dn`` the RFC 4514
+        subject its certificate must carry (RFC 8705 §2.1.2). ValueError if
+        the vendor does not support the method or it lacks what it needs.
         """
         if jwks is not None and "keys" not in jwks:
             jwks = {"keys": [dict(jwks)]}
         if auth_method is None:
             auth_method = (
                 "private_key_jwt" if client_secret is None and jwks is not None
+                else "tls_client_auth"
+                if client_secret is None and tls_client_auth_subject_dn is not None
                 else self.vendor.auth_method
             )
         if auth_method not in self.vendor.auth_methods():
@@ -290,11 +299,14 @@ class Engine:
                              f"{', '.join(self.vendor.auth_methods())}")
         if (auth_method == "private_key_jwt") != (jwks is not None):
             raise ValueError("private_key_jwt clients need jwks=, and only they take it")
-        if auth_method != "private_key_jwt" and not client_secret:
+        if (auth_method == "tls_client_auth") != (tls_client_auth_subject_dn is not None):
+            raise ValueError("tls_client_auth clients need tls_client_auth_subject_dn=, "
+                             "and only they take it")
+        if auth_method not in ("private_key_jwt", "tls_client_auth") and not client_secret:
             raise ValueError(f"{auth_method} clients need a client secret")
         allowed = self.vendor.default_scopes if scopes is None else scopes
         client = Client(client_secret, tuple(dict.fromkeys(allowed.split())), secret_expires_at,
-                        auth_method, jwks)
+                        auth_method, jwks, tls_client_auth_subject_dn)
         self.vendor.check_client(client)
         with self._lock:
             self._clients[client_id] = client
@@ -367,7 +379,7 @@ class Engine:
             first.setdefault(key, value)
         # RFC 6749 §3.2: a parameter must not be sent twice.
         form = first if pairs is not None and len(first) == len(pairs) else None
-        auth = self.vendor.read_client_auth(request.headers, first)
+        auth = self.vendor.read_client_auth(request.headers, first, request.client_cert)
         with self._lock:
             self._token_request_total += 1
             faults = dataclasses.replace(self.faults)
@@ -478,6 +490,8 @@ class Engine:
 
         ``endpoint`` is the URL the client called: an assertion's audience.
         """
+        if auth.method == "none":
+            return None, "no client authentication was presented"
         if auth.method not in self.vendor.auth_methods():
             return None, f"{auth.method} is not supported"
         client = self._clients.get(auth.client_id or "")
@@ -493,6 +507,9 @@ class Engine:
                 auth.client_id or "", client, auth.assertion, (self._base_url or "", endpoint),
                 now, replayed=faults.replayed_jti,
             )
+            return (None, reason) if reason else (client, "")
+        if auth.method == "tls_client_auth":
+            reason = self.vendor.verify_certificate(client, auth.certificate)
             return (None, reason) if reason else (client, "")
         if client.secret is None or auth.secret is None or not hmac.compare_digest(
             client.secret.encode(), auth.secret.encode()

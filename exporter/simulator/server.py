@@ -275,6 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers=headers,
             body=body,
             client_ip=str(self.client_address[0]),
+            client_cert=self._client_cert(),
         )
         try:
             response = server.provider.handle(request, server.stopping)
@@ -284,6 +285,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(response)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _client_cert(self) -> bytes | None:
+        # Present only if the context asked for one and the handshake verified it.
+        if isinstance(self.connection, ssl.SSLSocket):
+            return self.connection.getpeercert(binary_form=True)
+        return None
 
     def _write(self, response: Response) -> None:
         if response.drop:

@@ -158,20 +158,31 @@ def test_discovery_faults(oidc: SimulatedProvider, http: httpx.Client) -> None:
 
 @pytest.fixture
 def tls_oidc(pki: Pki) -> Iterator[SimulatedProvider]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    """Over https, asking for client certificates from the test CA (mutual TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
     context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.verify_mode = ssl.CERT_OPTIONAL
     provider = SimulatedProvider("oidc", tls=context)
     provider.add_client(CLIENT_ID, SECRET)
+    provider.add_client("mtls-client", tls_client_auth_subject_dn="CN=client")
+    provider.add_client("other-subject", tls_client_auth_subject_dn="CN=someone-else")
     with provider:
         yield provider
+
+
+def https_client(pki: Pki, *, cert: tuple[str, str] | None = None) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    return httpx.Client(verify=context, timeout=5.0)
 
 
 def test_tls_discovery_has_mtls_aliases(tls_oidc: SimulatedProvider, pki: Pki) -> None:
     base = tls_oidc.base_url
     assert base.startswith("https://127.0.0.1:")
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(pki.ca)),
-                      timeout=5.0) as https:
+    with https_client(pki) as https:
         doc = https.get(base + "/.well-known/openid-configuration").json()
+        assert "tls_client_auth" in doc["token_endpoint_auth_methods_supported"]
         aliases = doc["mtls_endpoint_aliases"]
         assert aliases == {"token_endpoint": base + "/mtls/token",
                            "introspection_endpoint": base + "/mtls/token/introspection",
@@ -187,6 +198,28 @@ def test_tls_discovery_has_mtls_aliases(tls_oidc: SimulatedProvider, pki: Pki) -
         assert active.json()["active"] is True
     with httpx.Client(timeout=5.0) as plain, pytest.raises(httpx.HTTPError):
         plain.get(base.replace("https", "http") + "/jwks")
+
+
+def test_tls_client_auth(tls_oidc: SimulatedProvider, pki: Pki) -> None:
+    form = {"grant_type": "client_credentials", "client_id": "mtls-client"}
+    mtls_token = tls_oidc.base_url + "/mtls/token"
+    with https_client(pki, cert=(str(pki.client_cert), str(pki.client_key))) as mtls:
+        issued = mtls.post(mtls_token, data=form)
+        assert issued.status_code == 200, issued.text
+        record = tls_oidc.token_requests()[-1]
+        assert (record.auth_method, record.client_id) == ("tls_client_auth", "mtls-client")
+        # The certificate is valid, but was not issued to this client.
+        other = mtls.post(mtls_token, data={**form, "client_id": "other-subject"})
+        assert "subject" in refusal(other)
+        # A secret client still needs its secret, certificate or not.
+        assert mtls.post(mtls_token, data={**form, "client_id": CLIENT_ID}).status_code == 401
+    with https_client(pki) as no_cert:
+        assert "no client authentication" in refusal(no_cert.post(mtls_token, data=form))
+    # A certificate from a CA the server does not trust ends the handshake.
+    with https_client(pki, cert=(str(pki.rogue_cert), str(pki.rogue_key))) as rogue, \
+            pytest.raises(httpx.HTTPError):
+        rogue.post(mtls_token, data=form)
+    assert tls_oidc.issued_token_count() == 1
 
 
 # --- client authentication -----------------------------------------------------------
@@ -339,6 +372,10 @@ def test_add_client_validates(make: Factory) -> None:
         oidc.add_client("secretless", auth_method="client_secret_jwt")
     with pytest.raises(ValueError, match="at least 14 bytes"):
         oidc.add_client("short", "13-bytes-only", auth_method="client_secret_jwt")
+    with pytest.raises(ValueError, match="RFC 4514"):
+        oidc.add_client("dn", tls_client_auth_subject_dn="not a distinguished name")
+    with pytest.raises(ValueError, match="need tls_client_auth_subject_dn"):
+        oidc.add_client("certless", auth_method="tls_client_auth")
     simplifi = make("simplifi")
     with pytest.raises(ValueError, match="does not support private_key_jwt"):
         simplifi.add_client("svc", jwks={"kty": "EC"})

@@ -61,8 +61,14 @@ class Vendor:
         """Every client authentication method this vendor accepts; the first is the default."""
         return (self.auth_method,)
 
-    def read_client_auth(self, headers: Mapping[str, str], form: Mapping[str, str]) -> ClientAuth:
-        """The credentials a request presents (HTTP Basic or the form, RFC 6749 §2.3.1)."""
+    def read_client_auth(
+        self, headers: Mapping[str, str], form: Mapping[str, str],
+        client_cert: bytes | None = None,
+    ) -> ClientAuth:
+        """The credentials a request presents (HTTP Basic or the form, RFC 6749 §2.3.1).
+
+        ``client_cert`` is the DER certificate of a mutual-TLS connection.
+        """
         return read_client_auth(headers, form)
 
     def check_client(self, client: Client) -> None:
@@ -80,6 +86,10 @@ class Vendor:
         authentication never get here: ``auth_methods()`` refuses first.
         """
         return "client assertions are not supported"
+
+    def verify_certificate(self, client: Client, certificate: bytes | None) -> str:
+        """Why a TLS client certificate (RFC 8705) does not authenticate ``client``, or ""."""
+        return "mutual TLS client authentication is not supported"
 
     # --- token endpoint -------------------------------------------------------
 

@@ -11,7 +11,11 @@ or ``--demo``); start it on its own::
     provider.add_client("app", "secret-of-14-bytes+")     # client_secret_basic
     provider.add_client("svc", jwks=public_jwk)           # private_key_jwt
     provider.add_client("hs", "secret-of-14-bytes+", auth_method="client_secret_jwt")
+    provider.add_client("mtls", tls_client_auth_subject_dn="CN=client")  # tls_client_auth
     provider.base_url                                     # the issuer
+
+For ``tls_client_auth`` the server context must ask for client certificates
+(``verify_mode = ssl.CERT_OPTIONAL`` with the clients' CA loaded).
 
 Served at the issuer (the base URL)::
 
@@ -27,7 +31,9 @@ Served at the issuer (the base URL)::
 Client authentication: ``client_secret_basic`` (the default),
 ``client_secret_post``, ``client_secret_jwt`` (HS256 with the secret) and
 ``private_key_jwt`` (RS256, PS256, ES256 with a registered public JWK, chosen
-by ``kid``). Each client uses the one method it was registered with. An
+by ``kid``) and, over TLS, ``tls_client_auth`` (RFC 8705 §2.1: a certificate
+the handshake verified, whose subject DN is the registered one; no secret).
+Each client uses the one method it was registered with. An
 assertion (RFC 7523 §3) needs ``iss`` = ``sub`` = client_id; ``aud`` naming the
 issuer or the URL called, as a string or in an array (oidc-provider accepts
 either); ``exp`` in the future and at most 60 s after ``iat`` (Keycloak's
@@ -49,6 +55,7 @@ import secrets
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OctKey
@@ -106,24 +113,35 @@ class GenericOidc(Vendor):
 
     def auth_methods(self) -> tuple[str, ...]:
         return ("client_secret_basic", "client_secret_post", "client_secret_jwt",
-                "private_key_jwt")
+                "private_key_jwt", "tls_client_auth")
 
     def check_client(self, client: Client) -> None:
         # joserfc refuses shorter HMAC keys (RFC 7518 §3.2 wants at least the
         # hash size; it warns below 112 bits), so say so now rather than 500 later.
         if client.auth_method == "client_secret_jwt" and len((client.secret or "").encode()) < 14:
             raise ValueError("client_secret_jwt needs a client secret of at least 14 bytes")
+        if client.tls_subject is not None:
+            try:
+                x509.Name.from_rfc4514_string(client.tls_subject)
+            except ValueError as exc:
+                raise ValueError(f"tls_client_auth_subject_dn is no RFC 4514 name: {exc}") from None
         if client.jwks is not None:
             try:
                 KeySet.import_key_set(dict(client.jwks))  # type: ignore[arg-type]
             except (JoseError, ValueError, TypeError) as exc:
                 raise ValueError(f"jwks is not a usable JWK Set: {exc}") from None
 
-    def read_client_auth(self, headers: Mapping[str, str], form: Mapping[str, str]) -> ClientAuth:
+    def read_client_auth(
+        self, headers: Mapping[str, str], form: Mapping[str, str],
+        client_cert: bytes | None = None,
+    ) -> ClientAuth:
         auth = super().read_client_auth(headers, form)
         assertion_type = form.get("client_assertion_type")
         assertion = form.get("client_assertion")
         if assertion_type is None and assertion is None:
+            if auth.method == "none" and client_cert is not None:
+                # RFC 8705 §2: the certificate authenticates, client_id names the client.
+                return ClientAuth("tls_client_auth", auth.client_id, certificate=client_cert)
             return auth
         if auth.method != "none":
             return ClientAuth(auth.method, auth.client_id, None,
@@ -181,6 +199,16 @@ class GenericOidc(Vendor):
         if replayed or (client_id, jti) in self._seen_jti:
             return "jti has already been used"
         self._seen_jti[(client_id, jti)] = float(exp)
+        return ""
+
+    def verify_certificate(self, client: Client, certificate: bytes | None) -> str:
+        # The TLS handshake already checked the chain against the server's CAs;
+        # what is left is that it was issued to this client (RFC 8705 §2.1.2).
+        if certificate is None or client.tls_subject is None:
+            return "no client certificate was presented"
+        subject = x509.load_der_x509_certificate(certificate).subject
+        if subject != x509.Name.from_rfc4514_string(client.tls_subject):
+            return "the client certificate's subject is not the registered one"
         return ""
 
     # --- token endpoint ----------------------------------------------------------
@@ -247,6 +275,9 @@ class GenericOidc(Vendor):
             "introspection_endpoint": base + INTROSPECTION_PATH,
             "revocation_endpoint": base + REVOCATION_PATH,
         }
+        tls = base.startswith("https://")
+        # Without TLS there is no client certificate, so no tls_client_auth.
+        methods = [m for m in self.auth_methods() if tls or m != "tls_client_auth"]
         doc: dict[str, Any] = {
             "issuer": base + "/wrong-issuer" if wrong_issuer else base,
             "authorization_endpoint": base + "/authorize",  # required by OIDC; not served
@@ -257,13 +288,13 @@ class GenericOidc(Vendor):
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
             "scopes_supported": ["read", "write"],
-            "token_endpoint_auth_methods_supported": list(self.auth_methods()),
+            "token_endpoint_auth_methods_supported": methods,
             "token_endpoint_auth_signing_alg_values_supported": [*SECRET_ALGORITHMS,
                                                                  *KEY_ALGORITHMS],
-            "introspection_endpoint_auth_methods_supported": list(self.auth_methods()),
-            "revocation_endpoint_auth_methods_supported": list(self.auth_methods()),
+            "introspection_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint_auth_methods_supported": methods,
         }
-        if base.startswith("https://"):
+        if tls:
             doc["mtls_endpoint_aliases"] = {
                 name: base + MTLS_PREFIX + url[len(base):] for name, url in endpoints.items()
             }
@@ -292,7 +323,7 @@ class GenericOidc(Vendor):
         ):
             return self.oauth_error(400, "invalid_request", "Send a form body.")
         form = dict(parse_form(request.body) or [])
-        auth = self.read_client_auth(request.headers, form)
+        auth = self.read_client_auth(request.headers, form, request.client_cert)
         if auth.problem is not None:
             return self.oauth_error(400, "invalid_request", auth.problem)
         endpoint = engine.base_url + request.path

@@ -113,7 +113,7 @@ class SimpleDocs(Vendor):
         ):
             return self.oauth_error(400, "invalid_request", "Send a form body.")
         form = dict(parse_form(request.body) or [])
-        auth = self.read_client_auth(request.headers, form)
+        auth = self.read_client_auth(request.headers, form, request.client_cert)
         if not engine.revoke_token(auth, form.get("token", "")):
             return self.invalid_client(auth)
         return Response(200)
