@@ -20,6 +20,9 @@ demand::
 Where things live::
 
     vendors/<kind>.py   one vendor's facts, bodies, errors and API (a ``Vendor`` subclass)
+    vendors/oidc.py     an optional generic OpenID Connect server (kind "oidc", not a
+                        seed vendor): discovery, JWT and mTLS client authentication,
+                        introspection, revocation
     vendors/__init__.py the list of vendors; KINDS and TOKEN_PATHS come from it
     engine.py           clients, tokens, rate limits, request logs, client authentication
     faults.py           the fault switches and the values they accept

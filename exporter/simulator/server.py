@@ -23,7 +23,7 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Self, cast
 
 from exporter.simulator.admin import admin_response, is_admin_path
 from exporter.simulator.engine import Engine, Request, Response, json_response
@@ -34,7 +34,28 @@ _log = logging.getLogger(__name__)
 _MAX_BODY = 1 << 20
 
 
-class SimulatedProvider(Engine):
+class _Running:
+    """``with x:`` starts x and stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class SimulatedProvider(Engine, _Running):
     """One provider's token endpoint and API, on its own loopback port."""
 
     def __init__(
@@ -71,7 +92,7 @@ class SimulatedProvider(Engine):
     def __repr__(self) -> str:
         return f"<SimulatedProvider {self.kind} {self._base_url or 'not started'}>"
 
-    def start(self) -> SimulatedProvider:
+    def start(self) -> Self:
         with self._lock:
             if self._server is not None:
                 raise RuntimeError(f"{self.kind} simulator is already running")
@@ -100,17 +121,6 @@ class SimulatedProvider(Engine):
             thread.join(timeout=5.0)
         server.server_close()
         server.close_connections()  # idle keep-alive connections would serve on otherwise
-
-    def __enter__(self) -> SimulatedProvider:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def handle(self, request: Request, stopping: threading.Event) -> Response:
         """Route one request (handler threads)."""
@@ -306,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
 
-class Simulation:
+class Simulation(_Running):
     """All five providers, each on its own port, with the ``DEMO_CLIENTS`` registered."""
 
     def __init__(
@@ -332,7 +342,7 @@ class Simulation:
             provider.add_client(client_id, client_secret, scopes=vendor.demo_scopes)
             self.providers[vendor.kind] = provider
 
-    def start(self) -> Simulation:
+    def start(self) -> Self:
         started: list[SimulatedProvider] = []
         try:
             for provider in self.providers.values():
@@ -346,14 +356,3 @@ class Simulation:
     def stop(self) -> None:
         for provider in self.providers.values():
             provider.stop()
-
-    def __enter__(self) -> Simulation:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -305,6 +305,7 @@ def test_assertion_claims_are_checked(
     assert "iat is in the future" in hs(iat=now + 30, lifetime=30)
     assert "exp and iat" in hs(drop=("iat",))
     assert "exp and iat" in hs(drop=("exp",))
+    assert "exp and iat" in hs(exp=float("nan"))
     assert "jti is required" in hs(drop=("jti",))
 
     wrong_secret = OctKey.import_key(b"another-secret-of-enough-bytes")

@@ -51,9 +51,10 @@ Faults (``set_faults``): ``wrong_issuer`` (discovery names another issuer),
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from cryptography import x509
 from joserfc import jws, jwt
@@ -184,7 +185,6 @@ class GenericOidc(Vendor):
         exp, iat = claims.get("exp"), claims.get("iat")
         if not _is_time(exp) or not _is_time(iat):
             return "exp and iat are required NumericDates"
-        assert isinstance(exp, int | float) and isinstance(iat, int | float)
         if exp <= now:
             return "the client assertion has expired"
         if exp - iat > MAX_ASSERTION_LIFETIME:
@@ -381,5 +381,6 @@ def _unverified(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(obj.headers()), claims if isinstance(claims, dict) else {}
 
 
-def _is_time(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_time(value: object) -> TypeGuard[int | float]:
+    # NaN would compare false with everything and never expire.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
