@@ -599,10 +599,26 @@ class _Shower:
         return f" (got {text})"
 
 
+def _default_text(name: str) -> str | None:
+    """The built-in default of a tunable, as a user would write it."""
+    field = Tunables.model_fields.get(name)
+    if field is None:
+        return None
+    if any(getattr(m, "func", None) is parse_duration for m in field.metadata):
+        return f"{field.default:g}s"
+    return str(field.default)
+
+
 def _inherited(doc: LocatedYaml, problem: Problem) -> Problem:
-    source = _source(doc, problem.loc)
-    if source != problem.loc:
+    """Point a provider's problem at where its value was set: in defaults, or nowhere."""
+    loc = problem.loc
+    source = _source(doc, loc)
+    if source != loc:
         return dataclasses.replace(problem, at=source, note="set in defaults")
+    if len(loc) == 3 and loc[0] == "providers" and not doc.written(loc):
+        default = _default_text(str(loc[2]))
+        if default is not None:
+            return dataclasses.replace(problem, note=f"not set: the default is {default}")
     return problem
 
 
@@ -781,6 +797,8 @@ def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | Non
     show = _Shower(doc, interpolated)
 
     problems = _providers_present(raw)
+    if raw.get("providers", []) is None:
+        raw["providers"] = []  # "providers:" with nothing under it: reported just above
     # Defaults are validated on their own first, so their errors point at them
     # and are not repeated once per provider.
     try:

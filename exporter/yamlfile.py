@@ -198,8 +198,14 @@ class LocatedYaml:
         return ": ".join(parts)
 
     def format(self, problems: Iterable[Problem]) -> list[str]:
+        """One line per problem, in the order they appear in the file."""
+
+        def where(p: Problem) -> tuple[int, int]:
+            pos = p.position or self.position(p.at if p.at is not None else p.loc, key=p.key)
+            return (pos.line, pos.column) if pos else (0, 0)
+
         return [f"{self.locate(p.loc, key=p.key, at=p.at, note=p.note, position=p.position)}"
-                f": {p.message}" for p in problems]
+                f": {p.message}" for p in sorted(problems, key=where)]
 
     def error(self, problems: Iterable[Problem]) -> ConfigError:
         return ConfigError("\n".join(self.format(problems)))
