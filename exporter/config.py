@@ -682,12 +682,22 @@ def _sensitive(file_cfg: FileConfig, env: _Environment) -> set[str]:
     return out
 
 
+#: A client secret is tens of bytes; a larger file is a wrong path (/dev/zero...).
+_MAX_SECRET_BYTES = 64 << 10
+
+
 def _read_secret_file(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(_MAX_SECRET_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                  else "not UTF-8 text" if isinstance(exc, UnicodeDecodeError)
+                  else type(exc).__name__)
         raise ValueError(f"cannot read the secret file: {reason}") from None
+    if len(data) > _MAX_SECRET_BYTES:
+        raise ValueError("the secret file is larger than 64 KiB: is this the right file?")
     secret = text.strip("\r\n")
     if not secret:
         raise ValueError("the secret file is empty")

@@ -363,8 +363,7 @@ def compose_yaml(text: str, path: str, scope: Scope = no_scope) -> LocatedYaml:
         if walked.duplicates:
             raise doc.error(
                 Problem(loc, f"duplicate key (first set at line {first.line})", position=here)
-                for loc, first, here in sorted(walked.duplicates,
-                                               key=lambda d: (d[2].line, d[2].column))
+                for loc, first, here in walked.duplicates
             )
         return doc
     except yaml.YAMLError as exc:

@@ -196,6 +196,21 @@ def test_unreadable_and_empty_secret_files(tmp_path: Path) -> None:
                                "shown)")
 
 
+def test_secret_files_that_cannot_be_secrets(tmp_path: Path) -> None:
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe secret")
+    text = provider_yaml(client_secret="<omit>", client_secret_file="${SECRET_PATH}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", {"SECRET_PATH": str(binary)})
+    assert str(info.value).endswith('field "client_secret_file": cannot read the secret file: '
+                                    "not UTF-8 text (from ${SECRET_PATH}; value not shown)")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", {"SECRET_PATH": "/dev/zero"})
+    assert str(info.value).endswith('field "client_secret_file": the secret file is larger '
+                                    "than 64 KiB: is this the right file? (from "
+                                    "${SECRET_PATH}; value not shown)")
+
+
 def test_duplicate_provider_names_are_reported_at_the_duplicate() -> None:
     text = "providers:\n" + "".join(
         f"  - name: same\n    token_url: https://a/t\n    client_id: i\n    client_secret: s{i}\n"
