@@ -76,7 +76,9 @@ def kind_of(i: int, kinds: Sequence[str]) -> str:
 def config_yaml(n: int, base_urls: dict[str, str], kinds: Sequence[str], *,
                 probe_interval: float, defaults: dict[str, Any] | None = None) -> str:
     """A provider file with ``n`` credentials round-robin over ``kinds``, 2 probes each."""
-    lines = ["defaults:", f"  probe_interval: {probe_interval}s", "  timeout: 10s"]
+    # The timeout must stay below the probe interval (quick runs probe every second).
+    lines = ["defaults:", f"  probe_interval: {probe_interval}s",
+             f"  timeout: {min(10.0, probe_interval / 2):g}s"]
     lines += [f"  {k}: {v}" for k, v in (defaults or {}).items()]
     lines.append("providers:")
     for i in range(n):

@@ -1,37 +1,48 @@
 """The provider file: YAML in, validated and resolved provider settings out.
 
-Loading goes in four steps, each of which can fail with a ``ConfigError`` that
-names the file, the provider, the field and (where known) the line, and never
-the value of a secret:
+Loading goes in these steps, each of which can fail with a ``ConfigError``
+whose every line reads ``file:line:column: provider "x": field "a.b": message``
+and never holds a secret (see ``exporter.yamlfile`` for reading and locating):
 
-1. parse the YAML and remember the line of every key (duplicate keys are
-   errors, not silently dropped as PyYAML would);
-2. replace ``${VAR}`` in every string with the environment variable
-   (``$${`` is a literal ``${``);
+1. read and parse the YAML, keeping the position of every key and value
+   (duplicate keys are errors);
+2. expand ``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}`` in every value
+   (``exporter.interpolation``), remembering which values came from the
+   environment; a bare ``$VAR`` is kept and warned about;
 3. merge ``defaults`` into each provider and validate with pydantic
-   (unknown keys rejected, secrets held as ``SecretStr``);
-4. apply the preset: default token URL, auth method, scope, lifetime, rate
-   limit and the headers the provider's API needs.
+   (unknown keys rejected, secrets held as ``SecretStr``, contradictions
+   between fields reported at the field concerned);
+4. read secret files, warn about what is odd but workable (a secret past its
+   ``client_secret_expires_at``), and apply the preset: default token URL,
+   auth method, scope, lifetime, rate limit and the headers the provider's
+   API needs.
+
+What may be printed: an error echoes the offending value only when it was
+written literally in the file in a field that holds no credential, truncated.
+A value that came from the environment, a secret file or a secret field is
+never echoed; ``Config.secrets()`` hands all of them (and URL userinfo) to the
+log redactor, and ``summary`` masks them too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import logging
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -39,12 +50,35 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.interpolation import InterpolationError, expand
+from exporter.logsetup import Redactor, mask_userinfo
 from exporter.presets import PRESETS, AuthMethod, Preset, RateLimit
+from exporter.yamlfile import (
+    ConfigError,
+    FieldProblems,
+    Loc,
+    LocatedYaml,
+    Problem,
+    StrictModel,
+    check_mapping,
+    compose_yaml,
+    named_items,
+    read_config_text,
+    validation_problems,
+)
+
+__all__ = ["Config", "ConfigError", "Probe", "Provider", "load_config", "parse_config",
+           "summary"]
+
+log = logging.getLogger("exporter.config")
 
 # --------------------------------------------------------------------------- durations
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+# Validator messages never include the value: the loader appends it where it
+# is safe to show (see _Shower), so one rule decides for every field.
 
 
 def parse_duration(value: object) -> float:
@@ -66,7 +100,7 @@ def parse_duration(value: object) -> float:
                 pos = match.end()
             if pos != len(text) or not text:
                 raise ValueError(
-                    f"invalid duration {value!r}: use e.g. 500ms, 30s, 5m, 1h or seconds"
+                    "invalid duration: use e.g. 500ms, 30s, 5m, 1h or seconds"
                 ) from None
     else:
         raise ValueError("expected a duration such as 30s, 5m or a number of seconds")
@@ -91,16 +125,15 @@ def parse_rate_limit(value: object) -> RateLimit | None:
         return None
     count, sep, period = value.partition("/")
     if not sep or not count.strip().isdigit() or int(count) < 1:
-        raise ValueError(f"invalid rate limit {value!r}: use REQUESTS/PERIOD such as 10/1m")
+        raise ValueError("invalid rate limit: use REQUESTS/PERIOD such as 10/1m")
     seconds = parse_duration(period)
     if seconds <= 0:
         raise ValueError("rate limit period must be greater than zero")
     return RateLimit(int(count), seconds)
 
 
-# --------------------------------------------------------------------------- models
+# --------------------------------------------------------------------------- URLs
 
-_NAME = r"^[A-Za-z0-9_-]+$"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -130,22 +163,55 @@ def _check_url(value: str) -> str:
     try:
         url = httpx.URL(value)
     except (httpx.InvalidURL, TypeError) as exc:
-        raise ValueError(f"invalid URL: {exc}") from None
+        # httpx quotes parts of the URL after the colon; keep only its reason.
+        raise ValueError(f"invalid URL: {str(exc).split(':')[0].lower()}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an absolute http:// or https:// URL")
     if not _valid_host(url.host):
-        raise ValueError(f"invalid URL: bad host {url.host!r}")
+        raise ValueError("invalid URL: bad host name")
     return value
 
 
 HttpUrl = Annotated[str, BeforeValidator(lambda v: _check_url(v) if isinstance(v, str) else v)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _plain_http_remote(url: str) -> bool:
+    parsed = httpx.URL(url)
+    return parsed.scheme == "http" and not is_loopback_host(parsed.host)
 
 
-class Tunables(_Strict):
+def url_credentials(url: str) -> list[str]:
+    """The userinfo of a URL, whole and its password part, for redaction."""
+    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" not in authority:
+        return []
+    userinfo = authority.rsplit("@", 1)[0]
+    found = [userinfo]
+    if ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    return found
+
+
+# --------------------------------------------------------------------------- models
+
+_NAME = r"^[A-Za-z0-9_-]+$"
+
+#: Fields that hold a credential: their values are never echoed in an error.
+SECRET_FIELDS = frozenset({"client_secret"})
+#: Mappings whose values may hold a credential (an API key header, say).
+SECRET_MAPPINGS = frozenset({"headers", "token_params"})
+#: Header and parameter names whose values are redacted from logs even when
+#: written literally.
+_CREDENTIAL_NAME = re.compile(r"authorization|cookie|secret|token|key|password|passwd",
+                              re.IGNORECASE)
+#: Fields published by design (labels, the landing page): a value from the
+#: environment here is not redacted from logs.
+PUBLIC_FIELDS = frozenset({"name", "preset", "method", "auth", "auth_method", "scope"})
+
+Problems = list[tuple[Loc, str]]
+
+
+class Tunables(StrictModel):
     """Keys that may be set in ``defaults`` and overridden per provider."""
 
     probe_interval: PositiveDuration = 60.0
@@ -158,8 +224,48 @@ class Tunables(_Strict):
     backoff_max: PositiveDuration = 300.0
     max_response_bytes: int = Field(1 << 20, ge=1024)
 
+    @model_validator(mode="after")
+    def _contradictions(self) -> Tunables:
+        problems = self.field_problems()
+        if problems:
+            raise FieldProblems(problems)
+        return self
 
-class ProbeConfig(_Strict):
+    def field_problems(self) -> Problems:
+        """Contradictions between fields, each at the field to change.
+
+        Subclasses extend the list (call super); pydantic runs this once every
+        field has validated on its own.
+        """
+        out: Problems = []
+        if self.backoff_initial > self.backoff_max:
+            out.append((("backoff_initial",), "must not exceed backoff_max"))
+        if self.renew_jitter >= self.renew_at_fraction:
+            out.append((("renew_jitter",), "must be less than renew_at_fraction, or a "
+                        "renewal could fall due as soon as a token arrives"))
+        out.extend(self.timing_problems())
+        return out
+
+    def timing_problems(self) -> Problems:
+        if self.timeout >= self.probe_interval:
+            return [(("timeout",), "must be less than probe_interval, or a slow probe would "
+                     "still be running when the next one is due")]
+        return []
+
+
+def _unique_header_names(value: dict[str, str]) -> dict[str, str]:
+    seen = Counter(name.lower() for name in value)
+    twice = sorted(name for name in value if seen[name.lower()] > 1)
+    if twice:
+        raise ValueError(f"header {twice[0]} is given more than once (header names are "
+                         "case-insensitive)")
+    return value
+
+
+Headers = Annotated[dict[str, str], Field(default_factory=dict)]
+
+
+class ProbeConfig(StrictModel):
     name: str = Field(pattern=_NAME)
     url: HttpUrl
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
@@ -168,7 +274,7 @@ class ProbeConfig(_Strict):
     )
     interval: PositiveDuration | None = None
     timeout: PositiveDuration | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers
     body: str | None = None
     auth: Literal["bearer", "none"] = "bearer"
 
@@ -177,8 +283,13 @@ class ProbeConfig(_Strict):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _unique_header_names(value)
 
-class TLSConfig(_Strict):
+
+class TLSConfig(StrictModel):
     """Outbound TLS for the token endpoint and the probes of one provider."""
 
     ca_file: Path | None = None
@@ -186,14 +297,18 @@ class TLSConfig(_Strict):
     key_file: Path | None = None
     insecure_skip_verify: bool = False
 
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError("is not a readable file")
+        return path
+
     @model_validator(mode="after")
     def _check(self) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be set together")
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path is not None and not os.access(path, os.R_OK):
-                raise ValueError(f"{name} {str(path)!r} is not a readable file")
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise FieldProblems([((missing,), "cert_file and key_file must be set together")])
         return self
 
 
@@ -209,7 +324,7 @@ class ProviderConfig(Tunables):
     auth_method: AuthMethod | None = None
     scope: str | None = None
     token_params: dict[str, str] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers
     client_secret_expires_at: datetime | None = None
     token_rate_limit: Annotated[RateLimit | None, BeforeValidator(parse_rate_limit)] = None
     #: Lifetime to assume when the server states none (default: the preset's).
@@ -233,6 +348,19 @@ class ProviderConfig(Tunables):
             )
         return value
 
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _unique_header_names(value)
+
+    @field_validator("client_secret_expires_at", mode="before")
+    @classmethod
+    def _date_is_midnight(cls, value: object) -> object:
+        # YAML reads 2027-03-01 as a date: the secret expires at its start, UTC.
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+
     @field_validator("client_secret_expires_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
@@ -240,50 +368,70 @@ class ProviderConfig(Tunables):
             return value.replace(tzinfo=UTC)
         return value
 
-    @model_validator(mode="after")
-    def _check(self) -> ProviderConfig:
-        if (self.client_secret is None) == (self.client_secret_file is None):
-            raise ValueError("set exactly one of client_secret and client_secret_file")
+    def field_problems(self) -> Problems:
+        out = super().field_problems()
         preset = PRESETS[self.preset]
+        if self.client_secret is not None and self.client_secret_file is not None:
+            out.append((("client_secret_file",),
+                        "client_secret is set too: keep one of the two"))
+        elif self.client_secret is None and self.client_secret_file is None:
+            out.append((("client_secret",),
+                        "required: set client_secret or client_secret_file"))
         if self.token_url is None and preset.token_url is None:
-            raise ValueError(f"token_url is required for preset {self.preset}")
+            out.append((("token_url",), f"required: preset {self.preset} has no default "
+                        "token URL"))
         if preset.required_scope is not None and self.scope not in (None, preset.required_scope):
-            raise ValueError(
-                f"scope must be {preset.required_scope!r} for preset {self.preset} "
-                "(the provider rejects any other)"
-            )
-        url = httpx.URL(self.token_url or preset.token_url or "")
-        if url.scheme == "http" and not is_loopback_host(url.host) and not (
-            self.allow_insecure_http
-        ):
-            raise ValueError(
-                "token_url uses plain http outside loopback, which would send the client "
-                "secret in clear; use https or set allow_insecure_http: true"
-            )
-        names = [p.name for p in self.probes]
-        dupes = sorted(n for n, count in Counter(names).items() if count > 1)
-        if dupes:
-            raise ValueError(f"duplicate probe name(s): {', '.join(dupes)}")
+            out.append((("scope",), f"must be {preset.required_scope!r} for preset "
+                        f"{self.preset} (the provider rejects any other)"))
+        token_url = self.token_url or preset.token_url
+        if token_url and _plain_http_remote(token_url) and not self.allow_insecure_http:
+            out.append((("token_url",), "plain http outside loopback would send the client "
+                        "secret in clear; use https or set allow_insecure_http: true"))
+        if (self.revocation_url and _plain_http_remote(self.revocation_url)
+                and not self.allow_insecure_http):
+            out.append((("revocation_url",), "plain http outside loopback would send the "
+                        "client secret in clear; use https or set allow_insecure_http: true"))
         if self.revoke_on_shutdown and not (self.revocation_url or preset.revocation_path):
-            raise ValueError(
-                f"revoke_on_shutdown needs a revocation_url (preset {self.preset} has none)"
-            )
-        if self.backoff_initial > self.backoff_max:
-            raise ValueError("backoff_initial must not exceed backoff_max")
-        return self
+            out.append((("revoke_on_shutdown",), "needs a revocation_url (preset "
+                        f"{self.preset} has none)"))
+        first_use: dict[str, int] = {}
+        for i, probe in enumerate(self.probes):
+            if probe.name in first_use:
+                out.append((("probes", i, "name"), "duplicate probe name (probe "
+                            f"#{first_use[probe.name] + 1} has it too)"))
+            first_use.setdefault(probe.name, i)
+            if (probe.auth == "bearer" and _plain_http_remote(probe.url)
+                    and not self.allow_insecure_http):
+                out.append((("probes", i, "url"), "plain http outside loopback would send "
+                            "the access token in clear; use https, set auth: none, or set "
+                            "allow_insecure_http: true on the provider"))
+        return out
+
+    def timing_problems(self) -> Problems:
+        """Each probe's own timeout against its own interval."""
+        out: Problems = []
+        why = "or a slow probe would still be running when the next one is due"
+        for i, probe in enumerate(self.probes):
+            interval = probe.interval or self.probe_interval
+            timeout = probe.timeout or self.timeout
+            if timeout < interval:
+                continue
+            problem: tuple[Loc, str]
+            if probe.timeout is not None:
+                problem = (("probes", i, "timeout"), f"must be less than the probe's interval, "
+                           f"{why}")
+            elif probe.interval is not None:
+                problem = (("probes", i, "interval"), f"must be greater than timeout, {why}")
+            else:
+                problem = (("timeout",), f"must be less than probe_interval, {why}")
+            if problem not in out:
+                out.append(problem)
+        return out
 
 
-class FileConfig(_Strict):
+class FileConfig(StrictModel):
     defaults: Tunables = Field(default_factory=lambda: Tunables())
     providers: list[ProviderConfig] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique(self) -> FileConfig:
-        names = [p.name for p in self.providers]
-        dupes = sorted(n for n, count in Counter(names).items() if count > 1)
-        if dupes:
-            raise ValueError(f"duplicate provider name(s): {', '.join(dupes)}")
-        return self
 
 
 # --------------------------------------------------------------------------- resolved
@@ -342,7 +490,7 @@ class Provider:
 
     @property
     def token_host(self) -> str:
-        """The rate-limit key: scheme-less host[:port] of the token endpoint."""
+        """The rate-limit key: scheme-less host[:port] of the token endpoint, no userinfo."""
         url = httpx.URL(self.token_url)
         return f"{url.host}:{url.port}" if url.port else url.host
 
@@ -362,132 +510,212 @@ class Provider:
 class Config:
     path: str
     providers: tuple[Provider, ...]
+    #: Besides the client secrets, values no output may show: free-text values
+    #: read from the environment, URL userinfo, credential-like header values.
+    sensitive: tuple[str, ...] = ()
 
     def secrets(self) -> list[str]:
-        """Every secret value in the config, for log redaction."""
-        return [p.client_secret.get_secret_value() for p in self.providers]
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ConfigError(Exception):
-    """A configuration problem; the message is safe to print (no secret values)."""
-
-
-@dataclass
-class LocatedYaml:
-    """Parsed YAML plus the line of every key, by path."""
-
-    data: Any
-    lines: dict[tuple[str | int, ...], int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    pass
-
-
-def compose_yaml(text: str, path: str) -> LocatedYaml:
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    lines: dict[tuple[str | int, ...], int] = {}
-
-    def walk(n: yaml.Node, at: tuple[str | int, ...]) -> None:
-        lines.setdefault(at, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in n.value:
-                key = str(key_node.value)
-                if key in seen:
-                    where = ".".join(str(p) for p in at) or "top level"
-                    raise ConfigError(
-                        f"{path}:{key_node.start_mark.line + 1}: duplicate key {key!r} "
-                        f"in {where}"
-                    )
-                seen.add(key)
-                lines[(*at, key)] = key_node.start_mark.line + 1
-                walk(value_node, (*at, key))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, (*at, i))
-
-    if node is not None:
-        walk(node, ())
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return LocatedYaml(data, lines)
-
-
-def locate(path: str, located: LocatedYaml, loc: tuple[str | int, ...]) -> str:
-    """``file:line: provider "x": field "a.b"`` for an error location."""
-    line = None
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in located.lines:
-            line = located.lines[loc[:n]]
-            break
-    parts = [f"{path}:{line}" if line else path]
-    rest = loc
-    if len(loc) >= 2 and loc[0] == "providers" and isinstance(loc[1], int):
-        name = None
-        providers = located.data.get("providers") if isinstance(located.data, dict) else None
-        if isinstance(providers, list) and loc[1] < len(providers):
-            item = providers[loc[1]]
-            if isinstance(item, dict) and isinstance(item.get("name"), str):
-                name = item["name"]
-        parts.append(f'provider "{name}"' if name else f"provider #{loc[1] + 1}")
-        rest = loc[2:]
-    if rest:
-        parts.append("field " + '"' + ".".join(str(p) for p in rest) + '"')
-    return ": ".join(parts)
+        """Every value the log redactor must replace, longest first."""
+        values = {p.client_secret.get_secret_value() for p in self.providers}
+        values.update(self.sensitive)
+        return sorted((v for v in values if v), key=lambda v: (-len(v), v))
 
 
 # --------------------------------------------------------------------------- loading
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SHOW_LIMIT = 40
 
 
-def _interpolate(
-    value: Any, at: tuple[str | int, ...], env: Mapping[str, str], errors: list[tuple[Any, str]]
-) -> Any:
+@dataclass
+class _Environment:
+    """What interpolation did: which locations it touched and what it read."""
+
+    #: Location -> the variables its value was built from.
+    tainted: dict[Loc, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    #: (location, value read from the environment).
+    values: list[tuple[Loc, str]] = dataclasses.field(default_factory=list)
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+    bare: list[Loc] = dataclasses.field(default_factory=list)
+
+
+def _interpolate(value: Any, at: Loc, env: Mapping[str, str], out: _Environment) -> Any:
     if isinstance(value, str):
-
-        def sub(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name = match.group(1)
-            if name not in env:
-                errors.append((at, f"environment variable {name} is not set"))
-                return ""
-            return env[name]
-
-        return _VAR.sub(sub, value)
+        if "$" not in value:
+            return value
+        try:
+            expansion = expand(value, env)
+        except InterpolationError as exc:
+            out.problems.append(Problem(at, str(exc)))
+            return value
+        if expansion.variables:
+            out.tainted[at] = tuple(dict.fromkeys(expansion.variables))
+        out.values.extend((at, v) for v in expansion.env_values)
+        if expansion.bare:
+            out.bare.append(at)
+        return expansion.value
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*at, str(k)), env, errors) for k, v in value.items()}
+        return {k: _interpolate(v, (*at, str(k)), env, out) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*at, i), env, errors) for i, v in enumerate(value)]
+        return [_interpolate(v, (*at, i), env, out) for i, v in enumerate(value)]
     return value
+
+
+def _source(doc: LocatedYaml, loc: Loc) -> Loc:
+    """Where a provider's value was written: in the provider, or inherited from defaults."""
+    if (len(loc) >= 3 and loc[0] == "providers" and not doc.written(loc[:3])
+            and doc.written(("defaults", loc[2]))):
+        return ("defaults", *loc[2:])
+    return loc
+
+
+def _is_secret_loc(loc: Loc) -> bool:
+    names = [p for p in loc if isinstance(p, str)]
+    return bool(SECRET_FIELDS.intersection(names)) or any(
+        name in SECRET_MAPPINGS and i + 1 < len(loc) for i, name in enumerate(loc)
+    )
+
+
+class _Shower:
+    """Decides what an error may echo of the value it is about."""
+
+    def __init__(self, doc: LocatedYaml, env: _Environment) -> None:
+        self.doc = doc
+        self.env = env
+
+    def __call__(self, loc: Loc, value: Any) -> str | None:
+        names = self.env.tainted.get(_source(self.doc, loc))
+        if names:
+            return f" (from {', '.join('${' + n + '}' for n in names)}; value not shown)"
+        if _is_secret_loc(loc):
+            return None
+        if isinstance(value, str):
+            text = repr(mask_userinfo(value))
+        elif isinstance(value, bool | int | float | date):
+            text = str(value)
+        else:
+            return None
+        if len(text) > _SHOW_LIMIT:
+            text = text[: _SHOW_LIMIT - 3] + "..."
+        return f" (got {text})"
+
+
+def _default_text(name: str) -> str | None:
+    """The built-in default of a tunable, as a user would write it."""
+    field = Tunables.model_fields.get(name)
+    if field is None:
+        return None
+    if any(getattr(m, "func", None) is parse_duration for m in field.metadata):
+        return f"{field.default:g}s"
+    return str(field.default)
+
+
+def _inherited(doc: LocatedYaml, problem: Problem) -> Problem:
+    """Point a provider's problem at where its value was set: in defaults, or nowhere."""
+    loc = problem.loc
+    source = _source(doc, loc)
+    if source != loc:
+        return dataclasses.replace(problem, at=source, note="set in defaults")
+    if len(loc) == 3 and loc[0] == "providers" and not doc.written(loc):
+        default = _default_text(str(loc[2]))
+        if default is not None:
+            return dataclasses.replace(problem, note=f"not set: the default is {default}")
+    return problem
+
+
+def _defaults_problems(doc: LocatedYaml, exc: ValidationError, show: _Shower) -> list[Problem]:
+    out = []
+    for problem in validation_problems(exc, ("defaults",), show=show, model=Tunables):
+        key = problem.loc[-1] if len(problem.loc) == 2 else None
+        if problem.key and isinstance(key, str) and key in ProviderConfig.model_fields:
+            problem = dataclasses.replace(problem, message="can be set per provider only, "
+                                          "not in defaults")
+        out.append(problem)
+    return out
+
+
+def _duplicate_names(doc: LocatedYaml, providers: list[Any]) -> list[Problem]:
+    first: dict[str, int] = {}
+    out = []
+    for i, item in enumerate(providers):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            line = doc.position(("providers", first[name], "name"))
+            out.append(Problem(("providers", i, "name"), "duplicate provider name (first "
+                               f"used at line {line.line if line else '?'})"))
+        else:
+            first[name] = i
+    return out
+
+
+def _value_at(root: Any, loc: Loc) -> Any:
+    current = root
+    for part in loc:
+        if isinstance(current, BaseModel) and isinstance(part, str):
+            current = getattr(current, part, None)
+        elif isinstance(current, list | tuple) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        elif isinstance(current, Mapping):
+            current = current.get(part)
+        else:
+            return None
+    return current
+
+
+def _sensitive(file_cfg: FileConfig, env: _Environment) -> set[str]:
+    """Values that no output may show, beyond the client secrets."""
+    out: set[str] = set()
+    for loc, value in env.values:
+        field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        held = _value_at(file_cfg, loc)
+        # A value that validated as a number, duration, flag or date is no secret,
+        # and redacting "true" or "30" from every log line would garble the logs.
+        if field not in PUBLIC_FIELDS and not isinstance(held, bool | int | float | datetime):
+            out.add(value)
+    for p in file_cfg.providers:
+        for url in (p.token_url, p.revocation_url, p.proxy_url, *(q.url for q in p.probes)):
+            if url:
+                out.update(url_credentials(url))
+        for mapping in (p.headers, p.token_params, *(q.headers for q in p.probes)):
+            out.update(v for k, v in mapping.items() if _CREDENTIAL_NAME.search(k))
+    return out
+
+
+#: A client secret is tens of bytes; a larger file is a wrong path (/dev/zero...).
+_MAX_SECRET_BYTES = 64 << 10
 
 
 def _read_secret_file(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(_MAX_SECRET_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ValueError(f"cannot read client_secret_file {str(path)!r}: {reason}") from None
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                  else "not UTF-8 text" if isinstance(exc, UnicodeDecodeError)
+                  else type(exc).__name__)
+        raise ValueError(f"cannot read the secret file: {reason}") from None
+    if len(data) > _MAX_SECRET_BYTES:
+        raise ValueError("the secret file is larger than 64 KiB: is this the right file?")
     secret = text.strip("\r\n")
     if not secret:
-        raise ValueError(f"client_secret_file {str(path)!r} is empty")
+        raise ValueError("the secret file is empty")
     return secret
+
+
+def _merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
+    """Later layers win; header names compare case-insensitively."""
+    merged: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
 
 
 def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
     preset = PRESETS[cfg.preset]
-    headers = dict(preset.probe_headers)
-    headers.update(cfg.headers)
+    headers = _merge_headers(dict(preset.probe_headers), cfg.headers)
     scope = cfg.scope if cfg.scope is not None else preset.default_scope
     probes = tuple(
         Probe(
@@ -497,7 +725,7 @@ def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
             expect_status=frozenset(p.expect_status),
             interval=p.interval or cfg.probe_interval,
             timeout=p.timeout or cfg.timeout,
-            headers={**headers, **p.headers},
+            headers=_merge_headers(headers, p.headers),
             body=p.body,
             auth=p.auth,
         )
@@ -547,81 +775,89 @@ def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
     )
 
 
-def format_validation(
-    path: str, located: LocatedYaml, exc: ValidationError, prefix: tuple[str, ...] = ()
-) -> list[str]:
-    out = []
-    for err in exc.errors(include_input=False, include_url=False):
-        # pydantic adds union/validator names such as "function-after[...]" to loc.
-        loc = prefix + tuple(p for p in err["loc"] if not isinstance(p, str) or "[" not in p)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        out.append(f"{locate(path, located, loc)}: {msg}")
-    return out
+def _fail(doc: LocatedYaml, problems: list[Problem]) -> ConfigError:
+    return doc.error(_inherited(doc, p) for p in problems)
 
 
-def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
-    """Validate the text of a provider file; raise ConfigError naming what is wrong."""
+def _providers_present(raw: Mapping[str, Any]) -> list[Problem]:
+    if "providers" not in raw:
+        return [Problem(("providers",), "required: list at least one provider")]
+    if raw["providers"] is None or raw["providers"] == []:
+        return [Problem(("providers",), "is empty: list at least one provider", key=True)]
+    return []
+
+
+def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | None = None,
+                 *, now: float | None = None) -> Config:
+    """Validate the text of a provider file; raise ConfigError naming what is wrong.
+
+    ``env`` is where ``${VAR}`` is read (default: the process environment);
+    ``now`` is the clock for warnings about dates (default: the system clock).
+    """
     env = os.environ if env is None else env
-    located = compose_yaml(text, path)
-    raw = located.data if located.data is not None else {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with a providers list")
-    var_errors: list[tuple[Any, str]] = []
-    raw = _interpolate(raw, (), env, var_errors)
-    if var_errors:
-        raise ConfigError(
-            "\n".join(f"{locate(path, located, at)}: {msg}" for at, msg in var_errors)
-        )
+    doc = compose_yaml(text, path, scope=named_items("providers", "provider"))
+    raw_top = check_mapping(doc, "defaults and a providers list")
+    interpolated = _Environment()
+    raw: dict[str, Any] = _interpolate(dict(raw_top), (), env, interpolated)
+    if interpolated.problems:
+        raise _fail(doc, interpolated.problems)
+    for loc in interpolated.bare:
+        log.warning("%s: a $ followed by a name is kept as written; write ${NAME} to read "
+                    "the environment, or $$ for a literal $", doc.locate(loc))
+    show = _Shower(doc, interpolated)
 
-    # defaults are validated on their own first, so their errors point at them.
+    problems = _providers_present(raw)
+    if raw.get("providers", []) is None:
+        raw["providers"] = []  # "providers:" with nothing under it: reported just above
+    # Defaults are validated on their own first, so their errors point at them
+    # and are not repeated once per provider.
     try:
         defaults = Tunables.model_validate(raw.get("defaults") or {})
     except ValidationError as exc:
-        lines = format_validation(path, located, exc, ("defaults",))
-        raise ConfigError("\n".join(lines)) from None
+        raise _fail(doc, problems + _defaults_problems(doc, exc, show)) from None
     default_values = defaults.model_dump(exclude_unset=True)
     providers = raw.get("providers")
     if isinstance(providers, list):
+        problems += _duplicate_names(doc, providers)
         raw["providers"] = [
             {**default_values, **p} if isinstance(p, dict) else p for p in providers
         ]
     try:
         file_cfg = FileConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError("\n".join(format_validation(path, located, exc))) from None
+        problems += validation_problems(exc, show=show, model=FileConfig)
+        raise _fail(doc, problems) from None
+    if problems:
+        raise _fail(doc, problems)
 
     resolved = []
-    errors = []
     for i, pcfg in enumerate(file_cfg.providers):
         try:
             if pcfg.client_secret is not None:
                 secret = pcfg.client_secret.get_secret_value()
                 if not secret:
-                    raise ValueError("client_secret is empty")
+                    raise ValueError("is empty")
             else:
                 assert pcfg.client_secret_file is not None
                 secret = _read_secret_file(pcfg.client_secret_file)
         except ValueError as exc:
             field = "client_secret" if pcfg.client_secret is not None else "client_secret_file"
-            errors.append(f"{locate(path, located, ('providers', i, field))}: {exc}")
+            loc = ("providers", i, field)
+            shown = show(loc, str(pcfg.client_secret_file)) if field.endswith("file") else None
+            problems.append(Problem(loc, f"{exc}{shown or ''}"))
             continue
         resolved.append(_resolve(pcfg, secret))
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return Config(path=path, providers=tuple(resolved))
+    if problems:
+        raise _fail(doc, problems)
 
-
-def read_config_text(path: str | os.PathLike[str], what: str = "config file") -> str:
-    """The text of a config file; ConfigError naming the file if it cannot be read."""
-    name = os.fspath(path)
-    try:
-        return Path(name).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {what}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: {what} is not UTF-8 text") from None
+    clock = time.time() if now is None else now
+    for i, p in enumerate(resolved):
+        if p.client_secret_expires_at is not None and p.client_secret_expires_at <= clock:
+            log.warning("%s: is in the past: the client secret has probably expired; "
+                        "renew it and update the date", doc.locate(
+                            ("providers", i, "client_secret_expires_at")))
+    sensitive = _sensitive(file_cfg, interpolated)
+    return Config(path=path, providers=tuple(resolved), sensitive=tuple(sorted(sensitive)))
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -630,7 +866,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
 
 def summary(config: Config) -> str:
-    """A human summary for --check-config; never prints a secret."""
+    """A human summary for --check-config; never prints a secret or URL userinfo."""
     lines = [f"{config.path}: {len(config.providers)} provider(s) OK"]
     for p in config.providers:
         expires = (
@@ -639,9 +875,11 @@ def summary(config: Config) -> str:
             else "-"
         )
         lines.append(
-            f"  {p.name}: preset={p.preset.name} token_url={p.token_url} "
+            f"  {p.name}: preset={p.preset.name} token_url={mask_userinfo(p.token_url)} "
             f"auth={p.auth_method} scope={p.scope or '-'} "
             f"rate_limit={p.token_rate_limit or '-'} secret_expires={expires} "
             f"probes={','.join(pr.name for pr in p.probes) or '-'}"
         )
-    return "\n".join(lines)
+    redactor = Redactor()
+    redactor.add(*config.secrets())
+    return redactor.redact("\n".join(lines))

@@ -3,13 +3,17 @@
 Redaction works on the final formatted line, exception text included, so a
 secret that reaches a log record by any path (our message, a library's
 exception, a traceback) is replaced before it is written. The redactor is told
-every client secret at config load and every access token when it arrives.
+every value the config marks as sensitive at load (client secrets, values read
+from the environment, URL userinfo: ``Config.secrets()``) and every access
+token when it arrives; the userinfo of any URL in a line is masked as well,
+known or not.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from collections import OrderedDict
@@ -20,6 +24,18 @@ REDACTED = "<redacted>"
 #: Shorter values are not redacted: replacing "a" everywhere would garble logs,
 #: and such a value is no secret worth the name.
 MIN_SECRET_LENGTH = 4
+
+#: scheme://authority, the authority running to the first / ? # or space.
+_URL_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#\s]*@)")
+
+
+def mask_userinfo(text: str) -> str:
+    """Replace the ``user:password@`` of every URL in ``text`` with ``<redacted>@``.
+
+    The whole userinfo goes, not only the password: an API key is often sent
+    as the user name (``https://KEY@host/``).
+    """
+    return _URL_AUTHORITY.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
 
 
 class Redactor:
@@ -51,7 +67,7 @@ class Redactor:
         for value in values:
             if value in text:
                 text = text.replace(value, REDACTED)
-        return text
+        return mask_userinfo(text) if "@" in text else text
 
 
 class _RedactingFormatter(logging.Formatter):

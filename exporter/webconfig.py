@@ -50,15 +50,13 @@ from typing import Annotated, Any, Literal
 import bcrypt
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
 
-from exporter.config import (
+from exporter.yamlfile import (
     ConfigError,
     LocatedYaml,
     compose_yaml,
@@ -66,6 +64,7 @@ from exporter.config import (
     locate,
     read_config_text,
 )
+from exporter.yamlfile import StrictModel as _Strict
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -118,10 +117,6 @@ _UNSUPPORTED_TLS_KEYS = {
 
 
 # --------------------------------------------------------------------------- the file
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _tls_version(value: str) -> str:

@@ -108,64 +108,65 @@ def provider_yaml(**fields: str) -> str:
     )
 
 
+P = 'providers.yaml:{}: provider "broken": '
+
+
 @pytest.mark.parametrize(
-    ("fields", "field", "message"),
+    ("fields", "message"),
     [
-        ({"colour": "blue"}, "colour", "unknown key"),
-        ({"timeout": "soon"}, "timeout", "invalid duration"),
-        ({"token_url": "ftp://x/y"}, "token_url", "http"),
-        ({"token_url": "not a url"}, "token_url", "invalid URL"),
-        ({"token_url": "<omit>"}, None, "token_url is required"),
-        ({"preset": "acme"}, "preset", "Input should be"),
-        ({"name": "has space"}, "name", "pattern"),
-        ({"renew_at_fraction": "1.5"}, "renew_at_fraction", "less than 1"),
-        ({"auth_method": "private_key_jwt"}, "auth_method", "Input should be"),
-        ({"client_secret": "<omit>"}, None, "exactly one of client_secret"),
-        ({"token_params": "{scope: x}"}, "token_params", "cannot be set in token_params"),
-        ({"token_url": "http://auth.example/token"}, None, "plain http"),
-        (
-            {"probes": "[{name: a, url: 'https://x/a'}, {name: a, url: 'https://x/b'}]"},
-            None,
-            "duplicate probe name",
-        ),
-        (
-            {"probes": "[{name: a, url: 'https://x/a', expect_status: [999]}]"},
-            "probes.0.expect_status.0",
-            "less than or equal to 599",
-        ),
+        ({"colour": "blue"}, P.format("11:5") + 'field "colour": unknown key'),
+        ({"timeout": "soon"}, P.format("11:14") + 'field "timeout": invalid duration: use '
+         "e.g. 500ms, 30s, 5m, 1h or seconds (got 'soon')"),
+        ({"token_url": "ftp://x/y"}, P.format("8:16") + 'field "token_url": must be an '
+         "absolute http:// or https:// URL (got 'ftp://x/y')"),
+        ({"token_url": "not a url"}, P.format("8:16") + 'field "token_url": invalid URL: '
+         "contains whitespace (got 'not a url')"),
+        ({"token_url": "<omit>"}, P.format("6:5") + 'field "token_url": required: preset '
+         "generic has no default token URL"),
+        ({"preset": "acme"}, P.format("7:13") + "field \"preset\": Input should be "
+         "'simpledocs', 'smartdocumentor', 'simplifi', 'simplestore', 'dokstamp' or "
+         "'generic' (got 'acme')"),
+        ({"name": "has space"}, 'providers.yaml:6:11: provider "has space": field "name": '
+         "String should match pattern '^[A-Za-z0-9_-]+$' (got 'has space')"),
+        ({"renew_at_fraction": "1.5"}, P.format("11:24") + 'field "renew_at_fraction": '
+         "Input should be less than 1 (got 1.5)"),
+        ({"auth_method": "private_key_jwt"}, P.format("11:18") + 'field "auth_method": '
+         "Input should be 'client_secret_post' or 'client_secret_basic' "
+         "(got 'private_key_jwt')"),
+        ({"client_secret": "<omit>"}, P.format("6:5") + 'field "client_secret": required: '
+         "set client_secret or client_secret_file"),
+        ({"token_params": "{scope: x}"}, P.format("11:19") + 'field "token_params": scope '
+         "cannot be set in token_params; use the provider keys instead"),
+        ({"token_url": "http://auth.example/token"}, P.format("8:16") + 'field "token_url": '
+         "plain http outside loopback would send the client secret in clear; use https or "
+         "set allow_insecure_http: true"),
+        ({"probes": "[{name: a, url: 'https://x/a'}, {name: a, url: 'https://x/b'}]"},
+         P.format("11:52") + 'field "probes.1.name": duplicate probe name (probe #1 has it '
+         "too)"),
+        ({"probes": "[{name: a, url: 'https://x/a', expect_status: [999]}]"},
+         P.format("11:60") + 'field "probes.0.expect_status.0": Input should be less than '
+         "or equal to 599 (got 999)"),
+        ({"headers": "{X-Api-Key: [a]}"}, P.format("11:26") + 'field "headers.X-Api-Key": '
+         "Input should be a valid string"),
+        ({"client_secret": "[a, b]"}, P.format("10:20") + 'field "client_secret": Input '
+         "should be a valid string"),
     ],
 )
-def test_errors_name_file_provider_field_and_line(
-    fields: dict[str, str], field: str | None, message: str
+def test_errors_name_file_line_column_provider_and_field(
+    fields: dict[str, str], message: str
 ) -> None:
-    text = provider_yaml(**fields)
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "providers.yaml", {})
-    text_err = str(info.value)
-    assert text_err.startswith("providers.yaml:"), text_err
-    name = fields.get("name", "broken")
-    assert f'provider "{name}"' in text_err, text_err
-    if field:
-        assert f'field "{field}"' in text_err, text_err
-    assert message in text_err, text_err
-    assert SECRET not in text_err
-
-
-def test_error_line_points_at_the_field() -> None:
-    text = provider_yaml(timeout="soon")
-    line = next(i for i, row in enumerate(text.splitlines(), 1) if "timeout" in row)
-    with pytest.raises(ConfigError, match=rf"^providers.yaml:{line}: provider \"broken\""):
-        parse_config(text, "providers.yaml", {})
+        parse_config(provider_yaml(**fields), "providers.yaml", {})
+    assert str(info.value) == message
+    assert SECRET not in str(info.value)
 
 
 def test_missing_env_var_is_named() -> None:
     text = provider_yaml(client_id="${NOT_SET_ANYWHERE}")
-    with pytest.raises(
-        ConfigError,
-        match='provider "broken": field "client_id": environment '
-        "variable NOT_SET_ANYWHERE is not set",
-    ):
+    with pytest.raises(ConfigError) as info:
         parse_config(text, "p.yaml", {})
+    assert str(info.value) == ('p.yaml:9:16: provider "broken": field "client_id": '
+                               "environment variable NOT_SET_ANYWHERE is not set")
 
 
 def test_dollar_escape_and_interpolation_keep_yaml_specials() -> None:
@@ -178,27 +179,51 @@ def test_dollar_escape_and_interpolation_keep_yaml_specials() -> None:
 def test_unreadable_and_empty_secret_files(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     text = provider_yaml(client_secret="<omit>", client_secret_file=str(missing))
-    with pytest.raises(
-        ConfigError,
-        match='provider "broken": field "client_secret_file": cannot read client_secret_file',
-    ):
+    with pytest.raises(ConfigError) as info:
         parse_config(text, "p.yaml", {})
+    shown = repr(str(missing)) if len(repr(str(missing))) <= 40 else repr(str(missing))[:37] + "..."
+    assert str(info.value) == ('p.yaml:10:25: provider "broken": field "client_secret_file": '
+                               "cannot read the secret file: No such file or directory "
+                               f"(got {shown})")
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    text = provider_yaml(client_secret="<omit>", client_secret_file=str(empty))
-    with pytest.raises(ConfigError, match=r"is empty"):
-        parse_config(text, "p.yaml", {})
+    text = provider_yaml(client_secret="<omit>", client_secret_file="${SECRET_PATH}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", {"SECRET_PATH": str(empty)})
+    # The path came from the environment, so it is not echoed.
+    assert str(info.value) == ('p.yaml:10:25: provider "broken": field "client_secret_file": '
+                               "the secret file is empty (from ${SECRET_PATH}; value not "
+                               "shown)")
 
 
-def test_duplicate_provider_names_and_keys() -> None:
+def test_secret_files_that_cannot_be_secrets(tmp_path: Path) -> None:
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe secret")
+    text = provider_yaml(client_secret="<omit>", client_secret_file="${SECRET_PATH}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", {"SECRET_PATH": str(binary)})
+    assert str(info.value).endswith('field "client_secret_file": cannot read the secret file: '
+                                    "not UTF-8 text (from ${SECRET_PATH}; value not shown)")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", {"SECRET_PATH": "/dev/zero"})
+    assert str(info.value).endswith('field "client_secret_file": the secret file is larger '
+                                    "than 64 KiB: is this the right file? (from "
+                                    "${SECRET_PATH}; value not shown)")
+
+
+def test_duplicate_provider_names_are_reported_at_the_duplicate() -> None:
     text = "providers:\n" + "".join(
         f"  - name: same\n    token_url: https://a/t\n    client_id: i\n    client_secret: s{i}\n"
-        for i in range(2)
+        for i in range(3)
     )
-    with pytest.raises(ConfigError, match=r"duplicate provider name.*same"):
+    with pytest.raises(ConfigError) as info:
         parse_config(text, "p.yaml", {})
-    with pytest.raises(ConfigError, match=r"p.yaml:4: duplicate key 'client_id'"):
-        parse_config("providers:\n  - name: a\n    client_id: x\n    client_id: y\n", "p.yaml", {})
+    assert str(info.value).splitlines() == [
+        'p.yaml:6:11: provider "same": field "name": duplicate provider name (first used at '
+        "line 2)",
+        'p.yaml:10:11: provider "same": field "name": duplicate provider name (first used at '
+        "line 2)",
+    ]
 
 
 def test_smartdocumentor_scope_is_enforced() -> None:
@@ -206,24 +231,55 @@ def test_smartdocumentor_scope_is_enforced() -> None:
         "providers:\n  - name: sm\n    preset: smartdocumentor\n    client_id: a\n"
         "    client_secret: b\n    scope: read\n"
     )
-    with pytest.raises(ConfigError, match="scope must be 'WebAPI'"):
+    with pytest.raises(ConfigError) as info:
         parse_config(text, "p.yaml", {})
+    assert str(info.value) == ('p.yaml:6:12: provider "sm": field "scope": must be '
+                               "'WebAPI' for preset smartdocumentor (the provider rejects any "
+                               "other)")
+
+
+ONE = "providers:\n  - {name: a, token_url: 'https://a/t', client_id: i, client_secret: s}\n"
 
 
 def test_defaults_errors_point_at_defaults() -> None:
-    with pytest.raises(ConfigError, match=r'p.yaml:2: field "defaults.timeout"'):
-        parse_config("defaults:\n  timeout: -1x\nproviders: []\n", "p.yaml", {})
-    with pytest.raises(ConfigError, match=r'field "defaults.client_id": unknown key'):
-        parse_config("defaults:\n  client_id: x\nproviders: []\n", "p.yaml", {})
+    with pytest.raises(ConfigError) as info:
+        parse_config("defaults:\n  timeout: -1x\n" + ONE, "p.yaml", {})
+    assert str(info.value) == ('p.yaml:2:12: field "defaults.timeout": invalid duration: use '
+                               "e.g. 500ms, 30s, 5m, 1h or seconds (got '-1x')")
+    with pytest.raises(ConfigError) as info:
+        parse_config("defaults:\n  client_id: x\n  timout: 5s\n" + ONE, "p.yaml", {})
+    assert str(info.value).splitlines() == [
+        'p.yaml:2:3: field "defaults.client_id": can be set per provider only, not in defaults',
+        'p.yaml:3:3: field "defaults.timout": unknown key; did you mean "timeout"?',
+    ]
+
+
+def test_unknown_keys_suggest_the_closest_known_one() -> None:
+    text = ("providers:\n  - name: a\n    token_url: https://a/t\n    client_id: i\n"
+            "    client_scret: s\n    probes:\n      - {name: x, url: 'https://a/x', "
+            "expect_staus: [200]}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", {})
+    assert str(info.value).splitlines() == [
+        'p.yaml:5:5: provider "a": field "client_scret": unknown key; did you mean '
+        '"client_secret"?',
+        'p.yaml:7:39: provider "a": field "probes.0.expect_staus": unknown key; did you mean '
+        '"expect_status"?',
+    ]
 
 
 def test_bad_yaml_and_bad_top_level(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"p.yaml: invalid YAML"):
+    with pytest.raises(ConfigError) as info:
         parse_config("providers: [\n", "p.yaml", {})
-    with pytest.raises(ConfigError, match="top level must be a mapping"):
+    assert str(info.value).startswith("p.yaml:2:1: invalid YAML: ")
+    with pytest.raises(ConfigError) as info:
         parse_config("- a\n- b\n", "p.yaml", {})
-    with pytest.raises(ConfigError, match="cannot read config file"):
+    assert str(info.value) == ("p.yaml:1:1: the top level must be a mapping (defaults and a "
+                               "providers list)")
+    with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "absent.yaml")
+    assert str(info.value) == (f"{tmp_path / 'absent.yaml'}: cannot read config file: No such "
+                               "file or directory")
 
 
 def run_cli(

@@ -139,7 +139,7 @@ def test_every_probe_error_class_from_a_realistic_answer(tmp_path: Path) -> None
 
 
 def simpledocs_config(sim: SimulatedProvider, interval: str = "300ms",
-                      probes: str = "") -> str:
+                      probes: str = "", timeout: str = "10s") -> str:
     return f"""
 providers:
   - name: sd
@@ -148,6 +148,7 @@ providers:
     client_id: app
     client_secret: {SECRET}
     probe_interval: {interval}
+    timeout: {timeout}
     probes:
       - name: read
         url: {sim.base_url}/v1/documents
@@ -203,7 +204,9 @@ def test_read_only_token_on_a_write_endpoint_is_insufficient_scope_without_renew
 """
     with SimulatedProvider("simpledocs") as sim:
         sim.add_client("app", SECRET, scopes="read")
-        config = simpledocs_config(sim, probes=write.format(url=sim.base_url))
+        # A timeout below the interval, as the config requires, and generous for CI.
+        config = simpledocs_config(sim, interval="1s", timeout="800ms",
+                                   probes=write.format(url=sim.base_url))
         with running_exporter(config, log_level="info") as h:
             wait_for(lambda: (h.value("oauth_probe_failures_total", provider="sd",
                                       probe="write", error="insufficient_scope") or 0) >= 3,
@@ -236,7 +239,7 @@ providers:
     probes:
 """ + "".join(f"""      - name: p{i}
         url: {hanging.base_url}/api/v1/products
-        interval: 200ms
+        interval: 2100ms
 """ for i in range(5)) + f"""
   - name: healthy
     preset: simplifi
@@ -249,6 +252,7 @@ providers:
       - name: p
         url: {healthy.base_url}/api/v1/employees
         interval: {interval}s
+        timeout: 400ms
 """
         with running_exporter(config, log_level="info") as h:
             wait_for(lambda: (h.value("oauth_probe_failures_total", provider="hanging",

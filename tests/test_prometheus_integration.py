@@ -175,7 +175,9 @@ def exporter_config(providers: Mapping[str, SimulatedProvider]) -> dict[str, Any
             "probe_interval": setup.probe_interval,
             **setup.extra,
             "probes": [
-                {"name": probe.name, "url": sim.base_url + probe.path, "auth": probe.auth}
+                # Below the shortest probe interval (1 s), as the config requires.
+                {"name": probe.name, "url": sim.base_url + probe.path, "auth": probe.auth,
+                 "timeout": "800ms"}
                 for probe in setup.probes
             ],
         })

@@ -28,6 +28,7 @@ providers:
       - name: api
         url: {sim.base_url}/api/v1/products
         interval: 300ms
+        timeout: 250ms
 """
     try:
         with running_exporter(config, log_level="info") as h:

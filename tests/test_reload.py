@@ -28,7 +28,9 @@ def provider(sim: SimulatedProvider, name: str, probes: int = 1, **extra: str) -
     lines += [f"    {k}: {v}" for k, v in extra.items()]
     lines.append("    probes:")
     for i in range(probes):
-        lines += [f"      - name: p{i}", f"        url: {sim.base_url}{path}"]
+        # Below the 500 ms interval, as the config requires; token requests keep 10 s.
+        lines += [f"      - name: p{i}", f"        url: {sim.base_url}{path}",
+                  "        timeout: 400ms"]
     return "\n".join(lines) + "\n"
 
 

@@ -34,7 +34,11 @@ from exporter.webconfig import (
 from tests.harness import Harness, running_exporter
 from tests.pki import Pki
 
-NO_PROVIDERS = "providers: []\n"
+#: One provider whose token endpoint refuses connections (the discard port on
+#: loopback), tried once an hour: an empty provider list is a config error.
+NO_PROVIDERS = ("providers:\n  - name: idle\n    token_url: http://127.0.0.1:9/token\n"
+                "    client_id: web-test\n    client_secret: web-test-secret\n"
+                "    backoff_initial: 1h\n    backoff_max: 1h\n")
 PASSWORD = "correct horse battery staple"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -310,30 +314,30 @@ BAD_HASH = "$2b$04$this-is-not-a-valid-bcrypt-hash"
 #: (name, web config text, expected fragments of the error)
 INVALID: list[tuple[str, Callable[[Pki], str], list[str]]] = [
     ("unknown top-level key", lambda p: "tls_config:\n  cert_file: server.crt\n",
-     ['bad.yml:1: field "tls_config": unknown key']),
+     ['bad.yml:1:1: field "tls_config": unknown key']),
     ("unknown tls key", lambda p: tls_block(extra="  certfile: x\n"),
-     ['bad.yml:5: field "tls_server_config.certfile": unknown key']),
+     ['bad.yml:5:3: field "tls_server_config.certfile": unknown key']),
     ("missing cert file",
      lambda p: "tls_server_config:\n  cert_file: absent.crt\n  key_file: server.key\n",
-     ['bad.yml:2: field "tls_server_config.cert_file": cannot read',
+     ['bad.yml:2:14: field "tls_server_config.cert_file": cannot read',
       "absent.crt", "No such file"]),
     ("missing key_file", lambda p: "tls_server_config:\n  cert_file: server.crt\n",
      ['field "tls_server_config.key_file": Field required']),
     ("bad bcrypt hash", lambda p: f"basic_auth_users:\n  alice: '{BAD_HASH}'\n",
-     ['bad.yml:2: field "basic_auth_users.alice": not a bcrypt hash']),
+     ['bad.yml:2:10: field "basic_auth_users.alice": not a bcrypt hash']),
     ("plain password instead of a hash", lambda p: "basic_auth_users:\n  alice: hunter2\n",
      ['field "basic_auth_users.alice": not a bcrypt hash']),
     ("user name with a colon", lambda p: f"basic_auth_users:\n  'a:b': '{hashed()}'\n",
      ['field "basic_auth_users.a:b"', "cannot contain ':'"]),
     ("bad client_auth_type", lambda p: tls_block("RequireClientCert"),
-     ['bad.yml:4: field "tls_server_config.client_auth_type"', "RequireAndVerifyClientCert"]),
+     ['bad.yml:4:21: field "tls_server_config.client_auth_type"', "RequireAndVerifyClientCert"]),
     ("RequireAnyClientCert", lambda p: tls_block("RequireAnyClientCert"),
      ['field "tls_server_config.client_auth_type": RequireAnyClientCert is not supported']),
     ("verification without a CA",
      lambda p: tls_block("NoClientCert").replace("NoClientCert", "RequireAndVerifyClientCert"),
      ['field "tls_server_config.client_ca_file": required with client_auth_type']),
     ("CA without verification", lambda p: tls_block(extra="  client_ca_file: test-ca.crt\n"),
-     ['bad.yml:5: field "tls_server_config.client_ca_file": client certificates are not '
+     ['bad.yml:5:19: field "tls_server_config.client_ca_file": client certificates are not '
       "verified"]),
     ("cipher_suites", lambda p: tls_block(extra="  cipher_suites: [TLS_AES_128_GCM_SHA256]\n"),
      ['field "tls_server_config.cipher_suites": is not supported']),
@@ -360,7 +364,7 @@ INVALID: list[tuple[str, Callable[[Pki], str], list[str]]] = [
      lambda p: "http_server_config:\n  headers: {X-Frame-Options: allow}\n",
      ['field "http_server_config.headers": X-Frame-Options must be one of: deny, sameorigin']),
     ("duplicate key", lambda p: f"basic_auth_users:\n  a: '{hashed()}'\n  a: '{hashed()}'\n",
-     ["bad.yml:3: duplicate key 'a' in basic_auth_users"]),
+     ['bad.yml:3:3: field "basic_auth_users.a": duplicate key (first set at line 2)']),
     ("not a mapping", lambda p: "- a\n", ["bad.yml: the top level must be a mapping"]),
 ]
 
@@ -402,7 +406,7 @@ def test_cli_refuses_a_broken_web_config(pki: Pki, tmp_path: Path) -> None:
     proc = run_cli("--config.file", str(providers), "--web.config.file", str(web),
                    "--web.listen-address", "127.0.0.1:0", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    assert f'{web}:2: field "basic_auth_users.alice": not a bcrypt hash' in proc.stderr
+    assert f'{web}:2:10: field "basic_auth_users.alice": not a bcrypt hash' in proc.stderr
     assert BAD_HASH not in proc.stderr
 
     check = run_cli("--check-config", "--config.file", str(providers),
