@@ -18,13 +18,20 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from exporter import __version__
+from exporter import buildinfo
 from exporter.app import Exporter
 from exporter.config import Config, ConfigError, load_config, summary
-from exporter.logsetup import Redactor, setup_logging
+from exporter.logsetup import (
+    FORMAT_ALIASES,
+    FORMATS,
+    LEVEL_ALIASES,
+    LEVELS,
+    Redactor,
+    setup_logging,
+)
 from exporter.sharding import select
 from exporter.sharding import validate as validate_shard
 from exporter.web import WebServer, build_web_app
@@ -39,10 +46,36 @@ class Settings(BaseSettings):
     config_file: str = "providers.yaml"
     web_listen_address: str = ":10180"
     web_config_file: str | None = None
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
+    # Prometheus' spellings; the aliases (warning, text) are accepted and
+    # stored under the Prometheus name.
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    log_library_level: Literal["debug", "info", "warn", "error"] = "warn"
     shard: int = 0
     total_shards: int = 1
+
+    @field_validator("log_level", "log_library_level", mode="before")
+    @classmethod
+    def _level_alias(cls, value: object) -> object:
+        return LEVEL_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_alias(cls, value: object) -> object:
+        return FORMAT_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+class _VersionAction(argparse.Action):
+    """Prints the Prometheus-style version block; argparse's own would re-wrap it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        sys.stdout.write(buildinfo.version_text(parser.prog))
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,10 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--web.config.file", dest="web_config_file", metavar="PATH",
         help="TLS and basic-auth config, exporter-toolkit format "
         "(env TOKEN_EXPORTER_WEB_CONFIG_FILE)")
-    add("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"],
-        help="env TOKEN_EXPORTER_LOG_LEVEL; default info")
-    add("--log.format", dest="log_format", choices=["text", "json"],
-        help="env TOKEN_EXPORTER_LOG_FORMAT; default text")
+    add("--log.level", dest="log_level", choices=list(LEVELS), metavar="LEVEL",
+        help="debug, info, warn or error (warning: alias) for this program's own lines "
+        "(env TOKEN_EXPORTER_LOG_LEVEL; default info)")
+    add("--log.format", dest="log_format", choices=[*FORMATS, *FORMAT_ALIASES], metavar="FORMAT",
+        help="logfmt or json (text: alias of logfmt) (env TOKEN_EXPORTER_LOG_FORMAT; "
+        "default logfmt)")
+    add("--log.library-level", dest="log_library_level", choices=list(LEVELS), metavar="LEVEL",
+        help="level for other libraries' loggers (httpx, apscheduler, ...), never more "
+        "verbose than --log.level (env TOKEN_EXPORTER_LOG_LIBRARY_LEVEL; default warn)")
     add("--shard", dest="shard", type=int, metavar="N",
         help="this replica's shard, 0-based (env TOKEN_EXPORTER_SHARD; default 0)")
     add("--total-shards", dest="total_shards", type=int, metavar="M",
@@ -71,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         "exactly one (env TOKEN_EXPORTER_TOTAL_SHARDS; default 1)")
     add("--demo", action="store_true",
         help="run simulated copies of the five seed providers on loopback and monitor them")
-    add("--check-config", action="store_true",
-        help="validate the config file, print a summary without secrets, exit 0 or 1")
-    add("--version", action="version", version=f"token-health-exporter {__version__}")
+    add("--config.check", "--check-config", dest="check_config", action="store_true",
+        help="validate the config file, print a summary without secrets, exit 0 or 1 "
+        "(--check-config: the older spelling)")
+    add("--version", action=_VersionAction,
+        help="print version, revision, build date, Python version and platform, and exit")
     return parser
 
 
@@ -240,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"token-health-exporter: {exc}", file=sys.stderr)
         return 2
     redactor = Redactor()
-    setup_logging(settings.log_level, settings.log_format, redactor)
+    setup_logging(settings.log_level, settings.log_format, redactor,
+                  library_level=settings.log_library_level)
     if args.check_config:
         try:
             config = load_config(settings.config_file)

@@ -318,6 +318,7 @@ def test_broken_config_exits_non_zero_at_start(tmp_path: Path) -> None:
     path.write_text(provider_yaml(client_id="${MISSING_ID}"))
     proc = run_cli("--config.file", str(path), "--web.listen-address", "127.0.0.1:0")
     assert proc.returncode == 1
-    assert str(path) in proc.stderr and 'provider "broken"' in proc.stderr
-    assert 'field "client_id"' in proc.stderr and "MISSING_ID" in proc.stderr
+    # A logfmt line: the message's quotes come out escaped.
+    assert str(path) in proc.stderr and 'provider \\"broken\\"' in proc.stderr
+    assert 'field \\"client_id\\"' in proc.stderr and "MISSING_ID" in proc.stderr
     assert SECRET not in proc.stderr

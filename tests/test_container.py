@@ -4,7 +4,8 @@ No container engine runs in CI, so the image is not built here. Instead:
 hadolint lints the Dockerfile, and static checks read the Dockerfile and
 .dockerignore the way Docker does to catch what hadolint cannot: a root user,
 a missing or wrong health check, a COPY whose source is absent from the repo
-or filtered out of the build context.
+or filtered out of the build context, a base image by tag instead of digest,
+dependencies installed without their locked hashes.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PORT = "10180"
-# What `pip wheel .` needs: the build config, the readme it references, the package.
-BUILD_INPUTS = {"pyproject.toml", "README.md", "exporter"}
+# What `pip wheel .` needs: the build config and hooks, the readme and licence
+# it references, the package; and the lock files the dependencies come from.
+BUILD_INPUTS = {"pyproject.toml", "setup.py", "README.md", "LICENSE", "exporter",
+                "requirements.lock", "requirements-build.lock"}
+BASE_IMAGE = re.compile(
+    r"docker\.io/library/python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}"
+)
 
 
 # --- hadolint ---------------------------------------------------------------
@@ -184,9 +190,42 @@ def test_parser_joins_continuations_and_skips_comments() -> None:
     ]
 
 
-def test_multi_stage_build_on_python_slim(instructions: list[Instruction]) -> None:
-    froms = [i.args.split() for i in instructions if i.keyword == "FROM"]
-    assert froms == [["python:3.11-slim", "AS", "builder"], ["python:3.11-slim"]]
+def global_args(instructions: list[Instruction]) -> dict[str, str]:
+    """The ARG defaults declared before the first FROM (they parameterise FROM lines)."""
+    values: dict[str, str] = {}
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            break
+        name, _, default = instruction.args.partition("=")
+        values[name] = default
+    return values
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m.group(1) or m.group(2)], text)
+
+
+def base_images(instructions: list[Instruction]) -> list[str]:
+    values = global_args(instructions)
+    return [expand(i.args.split()[0], values) for i in instructions if i.keyword == "FROM"]
+
+
+def test_every_stage_is_python_slim_pinned_by_digest(instructions: list[Instruction]) -> None:
+    images = base_images(instructions)
+    assert len(images) == 2 and images[0] == images[1], images
+    assert BASE_IMAGE.fullmatch(images[0]), images[0]
+
+
+def test_base_image_check_catches_a_tag(tmp_path: Path) -> None:
+    # Guards the test above: a tag, even a precise one, is not a digest.
+    for line in ("FROM python:3.11.7-slim-bookworm", "ARG B=python:3.11-slim-bookworm\nFROM ${B}"):
+        (image,) = base_images(parse_dockerfile(line + "\n"))
+        assert not BASE_IMAGE.fullmatch(image)
+
+
+def test_multi_stage_build(instructions: list[Instruction]) -> None:
+    froms = [i.args.split()[1:] for i in instructions if i.keyword == "FROM"]
+    assert froms == [["AS", "builder"], []]
     final = stages(instructions)[-1]
     copies = [i.args for i in final if i.keyword == "COPY"]
     assert copies == ["--from=builder /opt/venv /opt/venv"]
@@ -233,9 +272,52 @@ def test_entrypoint_is_the_console_script(final_stage: list[Instruction]) -> Non
 def test_oci_labels(final_stage: list[Instruction]) -> None:
     labels = " ".join(i.args for i in final_stage if i.keyword == "LABEL")
     pairs = dict(token.split("=", 1) for token in shlex.split(labels))
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert pairs["org.opencontainers.image.title"] == "token-health-exporter"
-    assert pairs["org.opencontainers.image.licenses"] == "Apache-2.0"
-    assert pairs["org.opencontainers.image.version"] == "${VERSION}"
+    assert pairs["org.opencontainers.image.licenses"] == pyproject["license"] == "Apache-2.0"
+    assert pairs["org.opencontainers.image.description"] == pyproject["description"]
+    for label, arg in (("version", "VERSION"), ("revision", "REVISION"),
+                       ("created", "CREATED"), ("source", "SOURCE"),
+                       ("base.name", "PYTHON_IMAGE_NAME"), ("base.digest", "PYTHON_IMAGE_DIGEST")):
+        assert pairs[f"org.opencontainers.image.{label}"] == f"${{{arg}}}", label
+    # A build argument is visible in a stage only when the stage declares it.
+    declared = {i.args.partition("=")[0]: i.args.partition("=")[2]
+                for i in final_stage if i.keyword == "ARG"}
+    assert {"VERSION", "REVISION", "CREATED", "SOURCE", "PYTHON_IMAGE_NAME",
+            "PYTHON_IMAGE_DIGEST"} <= set(declared)
+    assert declared["SOURCE"] == pyproject["urls"]["Source"]
+
+
+def test_dependencies_install_from_the_lock_files_with_hashes(
+    instructions: list[Instruction],
+) -> None:
+    builder = stages(instructions)[0]
+    installs = [
+        command.strip()
+        for i in builder if i.keyword == "RUN"
+        for command in re.split(r"&&|;", i.args)
+        if re.search(r"\bpip install\b", command)
+    ]
+    locked = [c for c in installs if "--requirement" in c or " -r " in c]
+    assert {re.search(r"(?:--requirement|-r) (\S+)", c).group(1)  # type: ignore[union-attr]
+            for c in locked} == {"requirements.lock", "requirements-build.lock"}
+    assert all("--require-hashes" in c for c in locked), locked
+    # The only other install is the exporter's own wheel, without dependencies
+    # (so nothing unlocked can come in through it).
+    others = [c for c in installs if c not in locked]
+    assert others == ["/opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/*.whl"]
+    wheel = next(i.args for i in builder if i.keyword == "RUN" and "pip wheel" in i.args)
+    assert "--no-build-isolation" in wheel and "/opt/build/bin/pip wheel" in wheel
+
+
+def test_revision_reaches_the_wheel_build(instructions: list[Instruction]) -> None:
+    builder = stages(instructions)[0]
+    declared = {i.args.partition("=")[0] for i in builder if i.keyword == "ARG"}
+    assert {"REVISION", "SOURCE_DATE_EPOCH", "VERSION"} <= declared
+    wheel = next(i.args for i in builder if i.keyword == "RUN" and "pip wheel" in i.args)
+    # setup.py's build hook reads these from the environment (see its docstring).
+    assert 'TOKEN_EXPORTER_REVISION="${REVISION}"' in wheel
+    assert "TOKEN_EXPORTER_REVISION" in (REPO / "setup.py").read_text()
 
 
 def test_pip_install_flags(instructions: list[Instruction]) -> None:
@@ -373,6 +455,7 @@ def test_copy_sources_exist_and_reach_the_build_context(
 def test_dockerignore_keeps_the_rest_out(ignore_rules: list[tuple[bool, re.Pattern[str]]]) -> None:
     for path in (
         ".git/HEAD",
+        "exporter/_build.py",
         "tests/test_container.py",
         "deploy/kubernetes/secret.yaml",
         ".venv/bin/python",

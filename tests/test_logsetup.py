@@ -58,7 +58,9 @@ def test_text_format_and_levels() -> None:
         logging.getLogger().removeHandler(handler)
     out = stream.getvalue()
     assert "hidden" not in out
-    assert " WARNING exporter.x: shown <redacted>" in out
+    # "warning" and "text" are aliases of Prometheus' "warn" and "logfmt".
+    assert " level=warn caller=test_logsetup.py:" in out
+    assert " logger=exporter.x msg=\"shown <redacted>\"" in out
 
 
 def test_redactor_is_bounded_and_replaces_longest_first() -> None:

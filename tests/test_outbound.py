@@ -141,7 +141,7 @@ def test_tls_trust_identity_and_insecure_skip_verify(pki: Pki) -> None:
                                error=e) or 0 for e in ("tls_error", "connection_error")) == 1
             logs = h.logs.getvalue()
         assert "provider insecure: TLS certificate verification is DISABLED" in logs
-        assert "WARNING" in logs
+        assert "level=warn" in logs
 
 
 # --------------------------------------------------------------------------- shared clients

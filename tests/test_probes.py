@@ -189,7 +189,7 @@ def test_another_client_taking_a_token_is_reported_as_such() -> None:
             assert other.status_code == 200
             h.call(h.exporter.probe_job("sd", "read")())
             logs = h.logs.getvalue()
-            assert "WARNING" in logs and "another client" in logs
+            assert "level=warn" in logs and "another client" in logs
             assert "one active token per application" in logs
             assert other.json()["access_token"] not in logs
             assert h.value("oauth_probe_success", provider="sd", probe="read") == 1.0

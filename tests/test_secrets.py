@@ -59,7 +59,7 @@ def test_in_process_outputs_hold_no_secret_or_token(demo: Config,
         }
         tokens = list(h.tokens)
     assert len(tokens) >= 10  # first tokens plus the renewals after revocation
-    assert "DEBUG" in outputs["logs"] and "invalid_client" in outputs["logs"]
+    assert "level=debug" in outputs["logs"] and "invalid_client" in outputs["logs"]
     for where, text in outputs.items():
         assert_clean(text, SECRETS, where)
         assert_clean(text, tokens, where)

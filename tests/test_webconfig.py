@@ -406,7 +406,8 @@ def test_cli_refuses_a_broken_web_config(pki: Pki, tmp_path: Path) -> None:
     proc = run_cli("--config.file", str(providers), "--web.config.file", str(web),
                    "--web.listen-address", "127.0.0.1:0", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    assert f'{web}:2:10: field "basic_auth_users.alice": not a bcrypt hash' in proc.stderr
+    # A logfmt line: the message's quotes come out escaped.
+    assert f'{web}:2:10: field \\"basic_auth_users.alice\\": not a bcrypt hash' in proc.stderr
     assert BAD_HASH not in proc.stderr
 
     check = run_cli("--check-config", "--config.file", str(providers),
