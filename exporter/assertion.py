@@ -112,6 +112,7 @@ def _from_pem(data: bytes, path: Path) -> AnyKey:
     pem = native.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
     if isinstance(native, rsa.RSAPrivateKey):
+        _check_rsa_bits(native.key_size, path)
         return RSAKey.import_key(pem)
     if isinstance(native, ec.EllipticCurvePrivateKey):
         return ECKey.import_key(pem)
@@ -147,10 +148,29 @@ def _from_jwk(data: bytes, path: Path, kid: str | None) -> AnyKey:
     if "d" not in doc:
         raise KeyFileError(f"private key file {str(path)!r} holds a public JWK; "
                            "the exporter needs the private key")
+    if kty == "RSA":
+        _check_rsa_bits(_jwk_modulus_bits(doc.get("n")), path)
     try:
         return kinds[str(kty)].import_key(doc)
     except (JoseError, ValueError, TypeError, KeyError):
         raise KeyFileError(f"private key file {str(path)!r} holds an invalid {kty} JWK") from None
+
+
+def _jwk_modulus_bits(n: object) -> int:
+    if not isinstance(n, str):
+        return 0
+    try:
+        modulus = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except (ValueError, TypeError):
+        return 0
+    return int.from_bytes(modulus, "big").bit_length()
+
+
+def _check_rsa_bits(bits: int, path: Path) -> None:
+    # Checked before joserfc sees the key, which would only warn.
+    if bits < MIN_RSA_BITS:
+        raise KeyFileError(f"private key file {str(path)!r} holds a {bits}-bit RSA key; "
+                           f"{MIN_RSA_BITS} bits or more are needed")
 
 
 def _key_type_name(key: AnyKey) -> str:
@@ -168,12 +188,6 @@ def _check_pair(key: AnyKey, algorithm: str, path: Path) -> None:
     if key.key_type != expected:
         raise KeyFileError(f"{where} holds an {_key_type_name(key)} key, but signing_algorithm "
                            f"{algorithm} needs an {expected} key")
-    if isinstance(key, RSAKey):
-        native = key.private_key
-        assert isinstance(native, rsa.RSAPrivateKey)
-        if native.key_size < MIN_RSA_BITS:
-            raise KeyFileError(f"{where} holds a {native.key_size}-bit RSA key; "
-                               f"{MIN_RSA_BITS} bits or more are needed")
     if isinstance(key, ECKey) and key.curve_name != "P-256":
         raise KeyFileError(f"{where} holds an EC key on {key.curve_name}; ES256 needs P-256")
     if isinstance(key, OKPKey) and key.curve_name not in ("Ed25519", "Ed448"):
@@ -207,8 +221,8 @@ def load_private_key(
     """
     path = Path(path)
     data = _read(path, "private key file")
-    stripped = data.lstrip()
-    key = _from_jwk(data, path, kid) if stripped[:1] == b"{" else _from_pem(data, path)
+    looks_json = data.lstrip()[:1] in (b"{", b"[")
+    key = _from_jwk(data, path, kid) if looks_json else _from_pem(data, path)
     if algorithm is None:
         algorithm = default_algorithm(key)
     if algorithm not in PRIVATE_KEY_ALGORITHMS:

@@ -154,6 +154,10 @@ def _check_endpoint(value: str, name: str, allow_http: bool) -> str:
         url = httpx.URL(value)
     except (httpx.InvalidURL, TypeError):
         raise _Rejected(ErrorClass.INVALID_RESPONSE, f"{name} is not a valid URL") from None
+    # httpx percent-encodes what cannot be in a host ("bad host", "[bad")
+    # rather than refusing it; such a URL could never be reached.
+    if any(c.isspace() for c in value) or not url.host or "%" in url.host:
+        raise _Rejected(ErrorClass.INVALID_RESPONSE, f"{name} is not a valid URL")
     if url.scheme == "https" and url.host:
         return value
     if url.scheme == "http" and url.host and (allow_http or _is_loopback(url.host)):

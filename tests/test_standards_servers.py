@@ -18,10 +18,10 @@ import pytest
 from exporter import assertion
 from exporter.discovery import ISSUER_MISMATCH, DiscoveryError, fetch_metadata
 from exporter.errors import ErrorClass
+from tests.harness import wait_for
 from tests.servers.dot_server import DotServer
 from tests.servers.oidc_provider import SCOPE, Credential, OidcProvider
 from tests.servers.resource_server import ResourceServer
-from tests.harness import wait_for
 
 pytestmark = pytest.mark.slow
 
