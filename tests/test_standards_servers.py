@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from exporter import assertion
 from exporter.discovery import ISSUER_MISMATCH, DiscoveryError, fetch_metadata
 from exporter.errors import ErrorClass
 from tests.harness import wait_for
+from tests.servers import dot_server as dot_server_module
+from tests.servers import oidc_provider as oidc_provider_module
+from tests.servers._process import server_process
 from tests.servers.dot_server import DotServer
 from tests.servers.oidc_provider import SCOPE, Credential, OidcProvider
 from tests.servers.resource_server import ResourceServer
@@ -225,3 +229,27 @@ def test_django_oauth_toolkit_introspection_sees_revocation(dot_server: DotServe
     refused = httpx.get(dot_server.api, headers=bearer)
     assert refused.status_code == 401
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def test_missing_node_fails_loudly_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(oidc_provider_module.shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="npm ci"):
+        oidc_provider_module.require_node()
+
+
+def test_missing_django_oauth_toolkit_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dot_server_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match=r"pip install -e '\.\[test\]'"):
+        dot_server_module.require_django_oauth_toolkit()
+
+
+def test_a_server_that_dies_at_start_fails_with_its_stderr(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import sys; sys.exit('no such module: oidc-provider')"]
+    with pytest.raises(pytest.fail.Exception, match="no such module: oidc-provider"), \
+            server_process("broken server", argv, cwd=tmp_path, log=tmp_path / "log"):
+        pass
