@@ -252,25 +252,21 @@ async def fetch_metadata(
     oidc_url, rfc8414_url = discovery_urls(issuer)
     try:
         async with asyncio.timeout(timeout):
-            for url in (oidc_url, rfc8414_url):
+            url = oidc_url
+            status, body = await _get(client, url, timeout, max_bytes)
+            if 400 <= status <= 499 and status != 429:
+                url = rfc8414_url
                 status, body = await _get(client, url, timeout, max_bytes)
-                if 400 <= status <= 499 and status != 429 and url == oidc_url:
-                    continue
-                if not 200 <= status <= 299:
-                    raise DiscoveryError(_status_class(status),
-                                         f"HTTP {status} from the metadata endpoint",
-                                         status=status)
-                if body is None:
-                    raise DiscoveryError(ErrorClass.INVALID_RESPONSE,
-                                         f"metadata document larger than {max_bytes} bytes",
-                                         status=status)
-                return parse_metadata(body, issuer, url, clock(), allow_http=allow_http)
-    except DiscoveryError:
-        raise
     except Exception as exc:
         raise DiscoveryError(classify_exception(exc),
                              f"{type(exc).__name__} reading the metadata document") from None
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+    if not 200 <= status <= 299:
+        raise DiscoveryError(_status_class(status), f"HTTP {status} from the metadata endpoint",
+                             status=status)
+    if body is None:
+        raise DiscoveryError(ErrorClass.INVALID_RESPONSE,
+                             f"metadata document larger than {max_bytes} bytes", status=status)
+    return parse_metadata(body, issuer, url, clock(), allow_http=allow_http)
 
 
 async def _get(client: httpx.AsyncClient, url: str, timeout: float,
