@@ -8,6 +8,9 @@ from exporter.cli import DEMO_LIFETIMES, demo_config, demo_environment
 from exporter.config import Config
 from exporter.simulator import Simulation
 from tests.pki import Pki, make_pki
+from tests.servers.dot_server import dot_server  # noqa: F401  (session fixture)
+from tests.servers.oidc_provider import oidc_provider  # noqa: F401  (session fixture)
+from tests.servers.resource_server import resource_server  # noqa: F401  (session fixture)
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Real authorization and resource servers, started by the tests on loopback."""
