@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from exporter.config import Config, Provider
+from exporter.discovery import MetadataCache
 from exporter.http import ClientPool
 from exporter.probes import ProbeRunner
 from exporter.ratelimit import HostLimiter
@@ -81,6 +82,9 @@ class Exporter:
         self._clock = clock
         self._rng = rng or random.Random()
         self._running: dict[str, _Running] = {}
+        #: Issuer metadata, shared by the credentials at one issuer; a reload
+        #: empties it, so every issuer's document is read again.
+        self._discovery = MetadataCache(clock=clock)
         self._renewal_starts = StartPacer(STARTS_PER_SECOND, clock)
         self._probe_starts = StartPacer(STARTS_PER_SECOND, clock)
         self.watchdog = Watchdog(
@@ -180,6 +184,7 @@ class Exporter:
         credential still has exactly one renewal loop afterwards: the old loop
         is cancelled (with any request it had in flight) before the new starts.
         """
+        self._discovery.invalidate()
         new_names = {p.name for p in config.providers}
         for name in list(self._running):
             if name not in new_names:
@@ -205,14 +210,14 @@ class Exporter:
         if provider.outbound.insecure_skip_verify:
             log.warning(
                 "provider %s: TLS certificate verification is DISABLED "
-                "(tls.insecure_skip_verify); anyone on the path can read its client secret",
+                "(tls_config.insecure_skip_verify); anyone on the path can read its client secret",
                 name,
             )
         client = self._clients.get(provider.outbound)
         state = ProviderState(provider)
         manager = TokenManager(
             state, client, self._limiter, clock=self._clock, rng=self._rng,
-            on_token=self._on_token,
+            on_token=self._on_token, discovery=self._discovery,
         )
         running = _Running(state, manager)
         for ps in state.probes.values():
@@ -225,6 +230,7 @@ class Exporter:
         if kept is not None and kept.token is not None:
             manager.adopt(kept.token)
             state.token_rejected = kept.token_rejected
+            state.discovery_last_success = kept.discovery_last_success
             manager.start()
         else:
             manager.start(first_at=self._renewal_starts.take())

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +50,23 @@ AudienceChoice = Literal["token_endpoint", "issuer"]
 
 
 class KeyFileError(ValueError):
-    """A key or certificate that cannot be used; the message holds no key material."""
+    """A key or certificate that cannot be used; the message holds no key material.
+
+    ``str()`` names the file; ``reason`` says the same without it, for a config
+    error that already points at the key (``field``) naming the file, whose
+    path may have come from the environment and must not be echoed.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None,
+                 field: str = "private_key_file") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.field = field
+
+
+def _file_error(what: str, path: Path, reason: str, *, sep: str = " ",
+                field: str = "private_key_file") -> KeyFileError:
+    return KeyFileError(f"{what} {str(path)!r}{sep}{reason}", reason=reason, field=field)
 
 
 class _QuietEdDSA(EdDSAAlgorithm):
@@ -74,12 +90,20 @@ AnyKey = RSAKey | ECKey | OKPKey | OctKey
 class SigningKey:
     """A key ready to sign assertions, with the header values that go with it."""
 
-    key: AnyKey
+    #: joserfc keys compare by identity; ``fingerprint`` stands for the key instead.
+    key: AnyKey = field(compare=False)
     algorithm: str
     kid: str | None = None
     #: Base64url SHA-256 and SHA-1 of the signing certificate's DER (RFC 7515 §4.1.7-8).
     x5t_s256: str | None = None
     x5t: str | None = None
+    #: The key's RFC 7638 thumbprint: two loads of one key compare equal, so a
+    #: config reload that keeps the key is no change.
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", self.key.thumbprint())
 
     def __repr__(self) -> str:  # never show the key
         return f"SigningKey(algorithm={self.algorithm!r}, kid={self.kid!r})"
@@ -92,23 +116,24 @@ def _b64url(data: bytes) -> str:
 # --------------------------------------------------------------------------- private keys
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, field: str = "private_key_file") -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise KeyFileError(f"cannot read {what} {str(path)!r}: "
-                           f"{exc.strerror or type(exc).__name__}") from None
+        reason = exc.strerror or type(exc).__name__
+        raise KeyFileError(f"cannot read {what} {str(path)!r}: {reason}",
+                           reason=f"cannot be read: {reason}", field=field) from None
 
 
 def _from_pem(data: bytes, path: Path) -> AnyKey:
     try:
         native = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise KeyFileError(f"private key file {str(path)!r} is encrypted; "
-                           "give the exporter an unencrypted key file") from None
+        raise _file_error("private key file", path, "is encrypted; give the exporter an "
+                          "unencrypted key file") from None
     except (ValueError, Exception):
-        raise KeyFileError(f"private key file {str(path)!r} holds no PEM private key "
-                           "(expected PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK)") from None
+        raise _file_error("private key file", path, "holds no PEM private key (expected "
+                          "PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK)") from None
     pem = native.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
     if isinstance(native, rsa.RSAPrivateKey):
@@ -118,42 +143,42 @@ def _from_pem(data: bytes, path: Path) -> AnyKey:
         return ECKey.import_key(pem)
     if isinstance(native, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return OKPKey.import_key(pem)
-    raise KeyFileError(f"private key file {str(path)!r} holds a {type(native).__name__}, "
-                       "which cannot sign a client assertion")
+    raise _file_error("private key file", path, f"holds a {type(native).__name__}, which "
+                      "cannot sign a client assertion")
 
 
 def _from_jwk(data: bytes, path: Path, kid: str | None) -> AnyKey:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise KeyFileError(f"private key file {str(path)!r} is not valid JSON") from None
+        raise _file_error("private key file", path, "is not valid JSON") from None
     if isinstance(doc, dict) and isinstance(doc.get("keys"), list):
         # A JWK Set: take the one key, or the one whose kid was configured.
         candidates = [k for k in doc["keys"] if isinstance(k, dict)]
         if kid is not None:
             candidates = [k for k in candidates if k.get("kid") == kid]
         if len(candidates) != 1:
-            raise KeyFileError(
-                f"private key file {str(path)!r} is a JWK Set with {len(candidates)} matching "
-                "keys; keep one key in it, or set private_key_id to its kid")
+            raise _file_error("private key file", path, f"is a JWK Set with {len(candidates)} "
+                              "matching keys; keep one key in it, or set private_key_id to its "
+                              "kid")
         doc = candidates[0]
     if not isinstance(doc, dict):
-        raise KeyFileError(f"private key file {str(path)!r} is not a JWK object")
+        raise _file_error("private key file", path, "is not a JWK object")
     kinds: dict[str, type[RSAKey] | type[ECKey] | type[OKPKey]] = {
         "RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}
     kty = doc.get("kty")
     if kty not in kinds:
-        raise KeyFileError(f"private key file {str(path)!r}: JWK key type {kty!r} cannot sign "
-                           "a client assertion (use RSA, EC or OKP)")
+        raise _file_error("private key file", path, f"JWK key type {kty!r} cannot sign a "
+                          "client assertion (use RSA, EC or OKP)", sep=": ")
     if "d" not in doc:
-        raise KeyFileError(f"private key file {str(path)!r} holds a public JWK; "
-                           "the exporter needs the private key")
+        raise _file_error("private key file", path, "holds a public JWK; the exporter needs "
+                          "the private key")
     if kty == "RSA":
         _check_rsa_bits(_jwk_modulus_bits(doc.get("n")), path)
     try:
         return kinds[str(kty)].import_key(doc)
     except (JoseError, ValueError, TypeError, KeyError):
-        raise KeyFileError(f"private key file {str(path)!r} holds an invalid {kty} JWK") from None
+        raise _file_error("private key file", path, f"holds an invalid {kty} JWK") from None
 
 
 def _jwk_modulus_bits(n: object) -> int:
@@ -169,8 +194,8 @@ def _jwk_modulus_bits(n: object) -> int:
 def _check_rsa_bits(bits: int, path: Path) -> None:
     # Checked before joserfc sees the key, which would only warn.
     if bits < MIN_RSA_BITS:
-        raise KeyFileError(f"private key file {str(path)!r} holds a {bits}-bit RSA key; "
-                           f"{MIN_RSA_BITS} bits or more are needed")
+        raise _file_error("private key file", path, f"holds a {bits}-bit RSA key; "
+                          f"{MIN_RSA_BITS} bits or more are needed")
 
 
 def _key_type_name(key: AnyKey) -> str:
@@ -183,17 +208,19 @@ def _key_type_name(key: AnyKey) -> str:
 
 def _check_pair(key: AnyKey, algorithm: str, path: Path) -> None:
     """Refuse a key that cannot make ``algorithm`` signatures, before any request is sent."""
-    where = f"private key file {str(path)!r}"
+    def bad(reason: str) -> KeyFileError:
+        return _file_error("private key file", path, reason)
+
     expected = PRIVATE_KEY_ALGORITHMS[algorithm]
     if key.key_type != expected:
-        raise KeyFileError(f"{where} holds an {_key_type_name(key)} key, but signing_algorithm "
-                           f"{algorithm} needs an {expected} key")
+        raise bad(f"holds an {_key_type_name(key)} key, but signing_algorithm {algorithm} "
+                  f"needs an {expected} key")
     if isinstance(key, ECKey) and key.curve_name != "P-256":
-        raise KeyFileError(f"{where} holds an EC key on {key.curve_name}; ES256 needs P-256")
+        raise bad(f"holds an EC key on {key.curve_name}; ES256 needs P-256")
     if isinstance(key, OKPKey) and key.curve_name not in ("Ed25519", "Ed448"):
-        raise KeyFileError(f"{where} holds an OKP key on {key.curve_name}, which cannot sign")
+        raise bad(f"holds an OKP key on {key.curve_name}, which cannot sign")
     if algorithm == "Ed25519" and isinstance(key, OKPKey) and key.curve_name != "Ed25519":
-        raise KeyFileError(f"{where} holds an OKP key on {key.curve_name}; Ed25519 needs Ed25519")
+        raise bad(f"holds an OKP key on {key.curve_name}; Ed25519 needs Ed25519")
 
 
 def default_algorithm(key: AnyKey) -> str:
@@ -226,8 +253,10 @@ def load_private_key(
     if algorithm is None:
         algorithm = default_algorithm(key)
     if algorithm not in PRIVATE_KEY_ALGORITHMS:
-        raise KeyFileError(f"signing_algorithm {algorithm} cannot be used with a private key "
-                           f"(use one of {', '.join(PRIVATE_KEY_ALGORITHMS)})")
+        reason = (f"{algorithm} cannot be used with a private key (use one of "
+                  f"{', '.join(PRIVATE_KEY_ALGORITHMS)})")
+        raise KeyFileError(f"signing_algorithm {reason}", reason=reason,
+                           field="signing_algorithm")
     _check_pair(key, algorithm, path)
     if kid is None:
         own = key.kid
@@ -235,10 +264,12 @@ def load_private_key(
     x5t_s256 = x5t = None
     if certificate is not None:
         cert_path = Path(certificate)
-        cert = load_certificate(cert_path)
+        cert = load_certificate(cert_path, field="signing_certificate_file")
         if not _same_public_key(cert, key):
             raise KeyFileError(f"signing certificate {str(cert_path)!r} does not certify the "
-                               f"key in private key file {str(path)!r}")
+                               f"key in private key file {str(path)!r}",
+                               reason="does not certify the key in private_key_file",
+                               field="signing_certificate_file")
         der = cert.public_bytes(serialization.Encoding.DER)
         x5t_s256 = _b64url(hashlib.sha256(der).digest())
         # SHA-1 here is a certificate fingerprint for lookup (Entra ID asks for
@@ -250,38 +281,45 @@ def load_private_key(
 def secret_key(secret: str, algorithm: str = "HS256", kid: str | None = None) -> SigningKey:
     """The client_secret_jwt key: the client secret itself (RFC 7523 §2.2, OIDC Core §9)."""
     if algorithm not in SECRET_ALGORITHMS:
-        raise KeyFileError(f"signing_algorithm {algorithm} cannot be used with client_secret_jwt "
-                           f"(use {', '.join(SECRET_ALGORITHMS)})")
+        reason = (f"{algorithm} cannot be used with client_secret_jwt (use "
+                  f"{', '.join(SECRET_ALGORITHMS)})")
+        raise KeyFileError(f"signing_algorithm {reason}", reason=reason,
+                           field="signing_algorithm")
     raw = secret.encode("utf-8")
     if len(raw) < MIN_SECRET_BYTES:
-        raise KeyFileError(f"the client secret is shorter than {MIN_SECRET_BYTES} bytes, too "
-                           "short to sign an HS256 assertion safely")
+        reason = (f"is shorter than {MIN_SECRET_BYTES} bytes, too short to sign an HS256 "
+                  "assertion safely")
+        raise KeyFileError(f"the client secret {reason}", reason=reason, field="client_secret")
     try:
         key = OctKey.import_key(raw)
     except (JoseError, ValueError):
-        raise KeyFileError("the client secret cannot be used as an HMAC key") from None
+        raise KeyFileError("the client secret cannot be used as an HMAC key",
+                           reason="cannot be used as an HMAC key", field="client_secret") from None
     return SigningKey(key, algorithm, kid)
 
 
 # --------------------------------------------------------------------------- certificates
 
 
-def load_certificate(path: str | Path) -> x509.Certificate:
-    """The first (leaf) certificate of a PEM file; KeyFileError if there is none."""
+def load_certificate(path: str | Path, *, field: str = "cert_file") -> x509.Certificate:
+    """The first (leaf) certificate of a PEM file; KeyFileError if there is none.
+
+    ``field`` is the config key that named the file, for the error.
+    """
     path = Path(path)
-    data = _read(path, "certificate file")
+    data = _read(path, "certificate file", field)
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
         certs = []
     if not certs:
-        raise KeyFileError(f"certificate file {str(path)!r} holds no PEM certificate")
+        raise _file_error("certificate file", path, "holds no PEM certificate", field=field)
     return certs[0]
 
 
-def certificate_not_after(path: str | Path) -> float:
+def certificate_not_after(path: str | Path, *, field: str = "cert_file") -> float:
     """When the (leaf) certificate in ``path`` expires, as a Unix timestamp."""
-    return load_certificate(path).not_valid_after_utc.timestamp()
+    return load_certificate(path, field=field).not_valid_after_utc.timestamp()
 
 
 def _same_public_key(cert: x509.Certificate, key: AnyKey) -> bool:

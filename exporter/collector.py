@@ -34,6 +34,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.discovery import DISCOVERY_ERROR_CLASSES
 from exporter.errors import ALL_ERROR_CLASSES, ErrorClass
 from exporter.state import Histogram, ProviderState
 
@@ -114,6 +115,15 @@ _SCOPE = _Family("oauth_token_scope_granted", "gauge",
                  ("provider", "scope"))
 _SECRET_EXP = _Family("oauth_client_secret_expiration_timestamp_seconds", "gauge",
                       "When the client secret expires (from client_secret_expires_at).", _P)
+_CERT_EXP = _Family("oauth_client_certificate_expiration_timestamp_seconds", "gauge",
+                    "When the client certificate (use=tls) or the signing key's certificate "
+                    "(use=signing) expires.", ("provider", "use"))
+_DISCOVERY_SUCCESS = _Family("oauth_discovery_last_success_timestamp_seconds", "gauge",
+                             "When the issuer's metadata document was last read successfully.",
+                             _P)
+_DISCOVERY_FAILURES = _Family("oauth_discovery_failures", "counter",
+                              "Failed reads of the issuer's metadata document by error class.",
+                              ("provider", "error"))
 _PROBE_SUCCESS = _Family("oauth_probe_success", "gauge",
                          "1 if the last probe met its expectation.", _PP)
 _PROBE_STATUS = _Family("oauth_probe_http_status_code", "gauge",
@@ -134,9 +144,18 @@ _RELOAD_TIME = _Family("oauth_exporter_config_last_reload_success_timestamp_seco
                        "When the configuration was last loaded successfully.", ())
 _PER_PROVIDER = (
     _EXPIRATION, _EXPIRES_IN, _ISSUED, _NEXT_RENEWAL, _VALID, _ATTEMPTS, _FAILURES,
-    _LAST_SUCCESS, _DURATION, _SCOPE, _SECRET_EXP, _PROBE_SUCCESS, _PROBE_STATUS,
-    _PROBE_DURATION, _PROBE_ATTEMPTS, _PROBE_FAILURES, _PROBE_LAST_SUCCESS, _INFO,
+    _LAST_SUCCESS, _DURATION, _SCOPE, _SECRET_EXP, _CERT_EXP, _DISCOVERY_SUCCESS,
+    _DISCOVERY_FAILURES, _PROBE_SUCCESS, _PROBE_STATUS, _PROBE_DURATION, _PROBE_ATTEMPTS,
+    _PROBE_FAILURES, _PROBE_LAST_SUCCESS, _INFO,
 )
+
+
+def _discovery_counts(st: ProviderState) -> list[tuple[str, int]]:
+    """Failed metadata reads by class, in the fixed class order, classes that happened."""
+    counts = st.discovery_failures
+    if not counts:
+        return []
+    return [(label, counts[label]) for label in DISCOVERY_ERROR_CLASSES if label in counts]
 
 
 def _add_histogram(samples: list[Sample], name: str, labels: dict[str, str],
@@ -199,8 +218,9 @@ class TokenHealthCollector(Collector):
         now = self._clock()
         states = list(self._source.provider_states())
         (expiration, expires_in, issued, next_renewal, valid, attempts, failures, last_success,
-         duration, scope, secret_exp, probe_success, probe_status, probe_duration,
-         probe_attempts, probe_failures, probe_last_success, info,
+         duration, scope, secret_exp, cert_exp, discovery_success, discovery_failures,
+         probe_success, probe_status, probe_duration, probe_attempts, probe_failures,
+         probe_last_success, info,
          ) = families = [f.new() for f in _PER_PROVIDER]
 
         # Samples are appended directly, exactly as add_metric() would build them
@@ -249,6 +269,16 @@ class TokenHealthCollector(Collector):
             if prov.client_secret_expires_at is not None:
                 secret_s.append(Sample(secret_exp.name, {"provider": name},
                                        prov.client_secret_expires_at))
+            for use, not_after in prov.certificates:
+                cert_exp.samples.append(Sample(cert_exp.name, {"provider": name, "use": use},
+                                               not_after))
+            if st.discovery_last_success is not None:
+                discovery_success.samples.append(Sample(
+                    discovery_success.name, {"provider": name}, st.discovery_last_success))
+            for err_label, n in _discovery_counts(st):
+                discovery_failures.samples.append(Sample(
+                    discovery_failures.name + "_total", {"provider": name, "error": err_label},
+                    n))
             info_s.append(Sample(info.name, {
                 "provider": name, "preset": prov.preset.name, "token_host": prov.token_host,
                 "auth_method": prov.auth_method}, 1.0))
@@ -300,8 +330,8 @@ class TokenHealthCollector(Collector):
         now = self._clock()
         states = list(self._source.provider_states())
         (exp_o, left_o, issued_o, renewal_o, valid_o, attempts_o, failures_o, last_o,
-         duration_o, scope_o, secret_o, p_success_o, p_status_o, p_duration_o, p_attempts_o,
-         p_failures_o, p_last_o, info_o) = outs = [
+         duration_o, scope_o, secret_o, cert_o, disc_ok_o, disc_fail_o, p_success_o, p_status_o,
+         p_duration_o, p_attempts_o, p_failures_o, p_last_o, info_o) = outs = [
             [f.header(openmetrics)] for f in _PER_PROVIDER]
         failure_labels = [(err, f'error="{label}",') for err, label in _ERROR_LABELS]
         encoded = [bytearray() for _ in outs]
@@ -345,6 +375,15 @@ class TokenHealthCollector(Collector):
             if prov.client_secret_expires_at is not None:
                 secret_o.append(f"{_SECRET_EXP.name}{{{pl}}} "
                                 f"{_float_str(prov.client_secret_expires_at)}\n")
+            for use, not_after in prov.certificates:
+                cert_o.append(f'{_CERT_EXP.name}{{{pl},use="{_label(use)}"}} '
+                              f"{_float_str(not_after)}\n")
+            if st.discovery_last_success is not None:
+                disc_ok_o.append(f"{_DISCOVERY_SUCCESS.name}{{{pl}}} "
+                                 f"{_float_str(st.discovery_last_success)}\n")
+            for err_label, n in _discovery_counts(st):
+                disc_fail_o.append(f'{_DISCOVERY_FAILURES.name}_total{{error="{err_label}",{pl}}} '
+                                   f"{_value(n)}\n")
             info_o.append(f'{_INFO.name}{{auth_method="{_label(prov.auth_method)}",'
                           f'preset="{_label(prov.preset.name)}",{pl},'
                           f'token_host="{_label(prov.token_host)}"}} 1.0\n')

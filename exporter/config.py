@@ -27,10 +27,12 @@ log redactor, and ``summary`` masks them too.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import logging
 import os
 import re
+import ssl
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -50,6 +52,15 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.assertion import (
+    PRIVATE_KEY_ALGORITHMS,
+    KeyFileError,
+    SigningKey,
+    certificate_not_after,
+    load_private_key,
+    secret_key,
+)
+from exporter.clientauth import JWT_METHODS, MTLS_METHODS, SECRET_METHODS, ClientCredential
 from exporter.interpolation import InterpolationError, expand
 from exporter.logsetup import Redactor, mask_userinfo
 from exporter.presets import PRESETS, AuthMethod, Preset, RateLimit
@@ -265,9 +276,25 @@ def _unique_header_names(value: dict[str, str]) -> dict[str, str]:
 Headers = Annotated[dict[str, str], Field(default_factory=dict)]
 
 
+ProbeKind = Literal["http", "introspection"]
+#: How an introspection probe's own client authenticates (RFC 7662 §2.1 leaves
+#: it to the server; these two are what servers take for a resource server).
+IntrospectionAuth = Literal["client_secret_basic", "client_secret_post"]
+#: Probe keys that only an HTTP probe uses: an introspection request is a POST
+#: of the token, judged by its answer's ``active``.
+_HTTP_ONLY = ("method", "expect_status", "body", "auth")
+#: Probe keys that only an introspection probe uses: its own credential.
+_INTROSPECTION_ONLY = ("client_id", "client_secret", "client_secret_file", "auth_method")
+
+
 class ProbeConfig(StrictModel):
     name: str = Field(pattern=_NAME)
-    url: HttpUrl
+    #: http: request ``url`` with the token; introspection: ask the server
+    #: about the token (RFC 7662).
+    kind: ProbeKind = "http"
+    #: Required for kind http; an introspection probe defaults to the
+    #: ``introspection_endpoint`` its provider's issuer publishes.
+    url: HttpUrl | None = None
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=lambda: [200], min_length=1
@@ -277,6 +304,12 @@ class ProbeConfig(StrictModel):
     headers: Headers
     body: str | None = None
     auth: Literal["bearer", "none"] = "bearer"
+    #: kind introspection: the introspecting client, when it is not the
+    #: provider's own credential (a resource server's, typically).
+    client_id: str | None = Field(None, min_length=1)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    auth_method: IntrospectionAuth | None = None
 
     @field_validator("method", mode="before")
     @classmethod
@@ -288,9 +321,45 @@ class ProbeConfig(StrictModel):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         return _unique_header_names(value)
 
+    @model_validator(mode="after")
+    def _by_kind(self) -> ProbeConfig:
+        problems = self.kind_problems()
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    def kind_problems(self) -> Problems:
+        """Keys that do not fit the probe's kind, and the introspecting credential's gaps."""
+        out: Problems = []
+        given = self.model_fields_set
+        if self.kind == "http":
+            if self.url is None:
+                out.append((("url",), "required: the URL to probe"))
+            out.extend(((key,), "is for kind: introspection only (the introspecting client's "
+                        "own credential)") for key in _INTROSPECTION_ONLY if key in given)
+            return out
+        out.extend(((key,), "is not used by kind: introspection (it POSTs the token and "
+                    "judges the answer's active, exp and scope)")
+                   for key in _HTTP_ONLY if key in given)
+        if self.client_secret is not None and self.client_secret_file is not None:
+            out.append((("client_secret_file",), "client_secret is set too: keep one of the two"))
+        if self.client_id is None:
+            out.extend(((key,), "needs the probe's own client_id (without one, the probe "
+                        "introspects with the provider's credential)")
+                       for key in ("client_secret", "client_secret_file", "auth_method")
+                       if key in given)
+        elif self.client_secret is None and self.client_secret_file is None:
+            out.append((("client_secret",), "required with the probe's own client_id: set "
+                        "client_secret or client_secret_file"))
+        return out
+
 
 class TLSConfig(StrictModel):
-    """Outbound TLS for the token endpoint and the probes of one provider."""
+    """Outbound TLS for the token endpoint and the probes of one provider (``tls_config``).
+
+    ``cert_file``/``key_file`` are the client certificate: presented on every
+    connection, and the credential itself for the mutual-TLS auth methods.
+    """
 
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -312,16 +381,53 @@ class TLSConfig(StrictModel):
         return self
 
 
+def _check_issuer(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    _check_url(value)
+    if "?" in value or "#" in value:
+        raise ValueError("an issuer has no query or fragment (RFC 8414 section 2)")
+    return value
+
+
+IssuerUrl = Annotated[str, BeforeValidator(_check_issuer)]
+SigningAlgorithm = Literal["RS256", "PS256", "ES256", "EdDSA", "Ed25519", "HS256"]
+#: Where a client assertion's ``aud`` points: the token endpoint the request
+#: goes to, the issuer, or a URL written out.
+_AUDIENCE_CHOICES = ("token_endpoint", "issuer")
+
+
+def _check_audience(value: object) -> object:
+    if isinstance(value, str) and value not in _AUDIENCE_CHOICES:
+        try:
+            _check_url(value)
+        except ValueError:
+            raise ValueError("must be token_endpoint, issuer, or an absolute https:// URL "
+                             "the server expects as aud") from None
+    return value
+
+
 class ProviderConfig(Tunables):
     name: str = Field(pattern=_NAME)
     preset: Literal[
         "simpledocs", "smartdocumentor", "simplifi", "simplestore", "dokstamp", "generic"
     ] = "generic"
     token_url: HttpUrl | None = None
+    #: Instead of token_url: the endpoints come from the issuer's metadata
+    #: (OpenID Connect discovery, then RFC 8414), read in the token job.
+    issuer: IssuerUrl | None = None
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
     client_secret_file: Path | None = None
     auth_method: AuthMethod | None = None
+    #: private_key_jwt: the signing key, a PEM or JWK file.
+    private_key_file: Path | None = None
+    #: The assertion's ``kid``; default: the JWK's kid or the RFC 7638 thumbprint.
+    private_key_id: str | None = Field(None, min_length=1)
+    signing_algorithm: SigningAlgorithm | None = None
+    #: private_key_jwt: the certificate of the signing key (``x5t#S256``/``x5t``).
+    signing_certificate_file: Path | None = None
+    assertion_audience: Annotated[str, BeforeValidator(_check_audience)] | None = None
     scope: str | None = None
     token_params: dict[str, str] = Field(default_factory=dict)
     headers: Headers
@@ -330,6 +436,8 @@ class ProviderConfig(Tunables):
     #: Lifetime to assume when the server states none (default: the preset's).
     token_lifetime: PositiveDuration | None = None
     allow_insecure_http: bool = False
+    tls_config: TLSConfig | None = None
+    #: The old name of tls_config, still read (with a warning).
     tls: TLSConfig | None = None
     proxy_url: HttpUrl | None = None
     #: Revoke the held token at shutdown (RFC 7009), so no token outlives us.
@@ -340,7 +448,8 @@ class ProviderConfig(Tunables):
     @field_validator("token_params")
     @classmethod
     def _no_reserved_params(cls, value: dict[str, str]) -> dict[str, str]:
-        reserved = {"grant_type", "client_id", "client_secret", "scope"} & value.keys()
+        reserved = {"grant_type", "client_id", "client_secret", "scope", "client_assertion",
+                    "client_assertion_type"} & value.keys()
         if reserved:
             raise ValueError(
                 f"{', '.join(sorted(reserved))} cannot be set in token_params; "
@@ -371,40 +480,98 @@ class ProviderConfig(Tunables):
     def field_problems(self) -> Problems:
         out = super().field_problems()
         preset = PRESETS[self.preset]
-        if self.client_secret is not None and self.client_secret_file is not None:
-            out.append((("client_secret_file",),
-                        "client_secret is set too: keep one of the two"))
-        elif self.client_secret is None and self.client_secret_file is None:
-            out.append((("client_secret",),
-                        "required: set client_secret or client_secret_file"))
-        if self.token_url is None and preset.token_url is None:
-            out.append((("token_url",), f"required: preset {self.preset} has no default "
-                        "token URL"))
+        method = self.auth_method or preset.auth_method
+        out.extend(self._credential_problems(method))
+        out.extend(self._endpoint_problems())
         if preset.required_scope is not None and self.scope not in (None, preset.required_scope):
             out.append((("scope",), f"must be {preset.required_scope!r} for preset "
                         f"{self.preset} (the provider rejects any other)"))
-        token_url = self.token_url or preset.token_url
+        insecure = "use https or set allow_insecure_http: true"
+        token_url = self.token_url or (preset.token_url if self.issuer is None else None)
         if token_url and _plain_http_remote(token_url) and not self.allow_insecure_http:
             out.append((("token_url",), "plain http outside loopback would send the client "
-                        "secret in clear; use https or set allow_insecure_http: true"))
+                        f"secret in clear; {insecure}"))
+        if self.issuer and _plain_http_remote(self.issuer) and not self.allow_insecure_http:
+            out.append((("issuer",), "plain http outside loopback would let anyone on the path "
+                        f"choose where the credential is sent; {insecure}"))
         if (self.revocation_url and _plain_http_remote(self.revocation_url)
                 and not self.allow_insecure_http):
             out.append((("revocation_url",), "plain http outside loopback would send the "
-                        "client secret in clear; use https or set allow_insecure_http: true"))
-        if self.revoke_on_shutdown and not (self.revocation_url or preset.revocation_path):
+                        f"client secret in clear; {insecure}"))
+        if self.revoke_on_shutdown and not (self.revocation_url or (
+                preset.revocation_path and token_url)):
             out.append((("revoke_on_shutdown",), "needs a revocation_url (preset "
-                        f"{self.preset} has none)"))
+                        f"{self.preset} has none)" if self.issuer is None else
+                        "needs a revocation_url (the issuer's is not looked up at shutdown)"))
         first_use: dict[str, int] = {}
         for i, probe in enumerate(self.probes):
             if probe.name in first_use:
                 out.append((("probes", i, "name"), "duplicate probe name (probe "
                             f"#{first_use[probe.name] + 1} has it too)"))
             first_use.setdefault(probe.name, i)
-            if (probe.auth == "bearer" and _plain_http_remote(probe.url)
+            if probe.kind == "introspection" and probe.url is None and self.issuer is None:
+                out.append((("probes", i, "url"), "required: an introspection probe finds its "
+                            "endpoint from the provider's issuer, and this provider sets none"))
+            sends_token = probe.auth == "bearer" or probe.kind == "introspection"
+            if (probe.url and sends_token and _plain_http_remote(probe.url)
                     and not self.allow_insecure_http):
                 out.append((("probes", i, "url"), "plain http outside loopback would send "
                             "the access token in clear; use https, set auth: none, or set "
                             "allow_insecure_http: true on the provider"))
+        return out
+
+    def _endpoint_problems(self) -> Problems:
+        out: Problems = []
+        if self.token_url is not None and self.issuer is not None:
+            out.append((("issuer",), "token_url is set too: keep one of the two (the issuer's "
+                        "metadata names the token endpoint)"))
+        elif self.token_url is None and self.issuer is None and PRESETS[self.preset].token_url \
+                is None:
+            out.append((("token_url",), f"required: preset {self.preset} has no default token "
+                        "URL; set token_url, or issuer to find it by discovery"))
+        return out
+
+    def _credential_problems(self, method: str) -> Problems:
+        """What the auth method needs, and keys it would ignore (a mistake, most likely)."""
+        out: Problems = []
+        given = self.model_fields_set
+        secret_keys = [k for k in ("client_secret", "client_secret_file")
+                       if getattr(self, k) is not None]
+        if len(secret_keys) == 2:
+            out.append((("client_secret_file",),
+                        "client_secret is set too: keep one of the two"))
+        elif method in SECRET_METHODS and not secret_keys:
+            out.append((("client_secret",),
+                        "required: set client_secret or client_secret_file"))
+        elif method not in SECRET_METHODS:
+            out.extend(((k,), f"is not used with auth_method {method}: remove it")
+                       for k in secret_keys)
+        if method == "private_key_jwt" and self.private_key_file is None:
+            out.append((("private_key_file",), "required with auth_method private_key_jwt: "
+                        "the signing key, a PEM or JWK file"))
+        if method != "private_key_jwt":
+            out.extend(((k,), "is for auth_method private_key_jwt only")
+                       for k in ("private_key_file", "signing_certificate_file") if k in given)
+        if method not in JWT_METHODS:
+            out.extend(((k,), "is for auth_method private_key_jwt or client_secret_jwt only")
+                       for k in ("private_key_id", "signing_algorithm", "assertion_audience")
+                       if k in given)
+        alg = self.signing_algorithm
+        if method == "client_secret_jwt" and alg not in (None, "HS256"):
+            out.append((("signing_algorithm",), "must be HS256 with client_secret_jwt (the "
+                        "secret is the key)"))
+        if method == "private_key_jwt" and alg == "HS256":
+            out.append((("signing_algorithm",), "HS256 is for client_secret_jwt; with a private "
+                        f"key use one of {', '.join(PRIVATE_KEY_ALGORITHMS)}"))
+        if self.assertion_audience == "issuer" and self.issuer is None:
+            out.append((("assertion_audience",), "is issuer, but this provider sets no issuer"))
+        if self.tls is not None and self.tls_config is not None:
+            out.append((("tls",), "tls_config is set too: tls is its old name, keep tls_config"))
+        tls = self.tls_config or self.tls
+        if method in MTLS_METHODS and (tls is None or tls.cert_file is None):
+            where: Loc = ("tls_config", "cert_file") if self.tls_config else ("tls_config",)
+            out.append((where, f"required with auth_method {method}: the client certificate "
+                        "(cert_file and key_file) is the credential"))
         return out
 
     def timing_problems(self) -> Problems:
@@ -440,6 +607,7 @@ class FileConfig(StrictModel):
 @dataclass(frozen=True)
 class Probe:
     name: str
+    #: For an introspection probe, "" until discovery names the endpoint.
     url: str
     method: str
     expect_status: frozenset[int]
@@ -448,6 +616,9 @@ class Probe:
     headers: Mapping[str, str]
     body: str | None
     auth: Literal["bearer", "none"]
+    kind: ProbeKind = "http"
+    #: An introspection probe's own client; None: the provider's credential.
+    credential: ClientCredential | None = None
 
 
 @dataclass(frozen=True)
@@ -459,6 +630,9 @@ class Outbound:
     key_file: str | None = None
     insecure_skip_verify: bool = False
     proxy_url: str | None = None
+    #: Digest of the client certificate and key as loaded: a certificate
+    #: renewed in place is a new option set, so it gets a client of its own.
+    identity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -467,9 +641,11 @@ class Provider:
 
     name: str
     preset: Preset
+    #: "" when the token endpoint comes from the ``issuer``'s metadata.
     token_url: str
     client_id: str
-    client_secret: SecretStr
+    #: None for the methods that need none (private_key_jwt, the mutual-TLS ones).
+    client_secret: SecretStr | None
     auth_method: AuthMethod
     scope: str | None
     token_params: Mapping[str, str]
@@ -487,20 +663,51 @@ class Provider:
     outbound: Outbound = Outbound()
     revoke_on_shutdown: bool = False
     revocation_url: str | None = None
+    #: Discovery instead of a token_url (OpenID Connect discovery, then RFC 8414).
+    issuer: str | None = None
+    #: The assertion key of client_secret_jwt and private_key_jwt.
+    signing_key: SigningKey | None = None
+    #: An assertion's ``aud``: "token_endpoint", "issuer", or a literal URL.
+    assertion_audience: str = "token_endpoint"
+    #: ``(use, notAfter)`` of the client certificate ("tls") and of the signing
+    #: key's certificate ("signing"), read when the config was loaded: the
+    #: certificates in use until the next reload.
+    certificates: tuple[tuple[str, float], ...] = ()
+    #: Plain-http endpoints outside loopback are accepted (from discovery too).
+    allow_insecure_http: bool = False
 
     @property
     def token_host(self) -> str:
-        """The rate-limit key: scheme-less host[:port] of the token endpoint, no userinfo."""
-        url = httpx.URL(self.token_url)
+        """The rate-limit key: scheme-less host[:port] of the token endpoint, no userinfo.
+
+        With an ``issuer``, the issuer's host: known before discovery, and where
+        the token endpoint almost always is.
+        """
+        url = httpx.URL(self.token_url or self.issuer or "")
         return f"{url.host}:{url.port}" if url.port else url.host
 
     @property
-    def credential_key(self) -> tuple[str, str, str, str | None, tuple[tuple[str, str], ...]]:
-        """What identifies the token this provider holds: same key, same token."""
+    def credential(self) -> ClientCredential:
+        """How requests of this provider authenticate the client."""
+        return ClientCredential(self.client_id, self.auth_method, self.client_secret,
+                                self.signing_key)
+
+    @property
+    def credential_key(self) -> tuple[object, ...]:
+        """What identifies the token this provider holds: same key, same token.
+
+        Where the token comes from (token URL or issuer), who asks (client id,
+        auth method, secret, signing key), and what for (scope, parameters).
+        Certificate files and timings are not in it: a reload that renews a
+        certificate or changes an interval keeps the token.
+        """
         return (
             self.token_url,
+            self.issuer,
             self.client_id,
-            self.client_secret.get_secret_value(),
+            self.auth_method,
+            self.client_secret.get_secret_value() if self.client_secret else None,
+            self.signing_key.fingerprint if self.signing_key else None,
             self.scope,
             tuple(sorted(self.token_params.items())),
         )
@@ -516,7 +723,9 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Every value the log redactor must replace, longest first."""
-        values = {p.client_secret.get_secret_value() for p in self.providers}
+        values = {p.client_secret.get_secret_value() for p in self.providers if p.client_secret}
+        values.update(q.credential.secret.get_secret_value() for p in self.providers
+                      for q in p.probes if q.credential and q.credential.secret)
         values.update(self.sensitive)
         return sorted((v for v in values if v), key=lambda v: (-len(v), v))
 
@@ -674,7 +883,8 @@ def _sensitive(file_cfg: FileConfig, env: _Environment) -> set[str]:
         if field not in PUBLIC_FIELDS and not isinstance(held, bool | int | float | datetime):
             out.add(value)
     for p in file_cfg.providers:
-        for url in (p.token_url, p.revocation_url, p.proxy_url, *(q.url for q in p.probes)):
+        for url in (p.token_url, p.issuer, p.revocation_url, p.proxy_url,
+                    *(q.url for q in p.probes)):
             if url:
                 out.update(url_credentials(url))
         for mapping in (p.headers, p.token_params, *(q.headers for q in p.probes)):
@@ -713,36 +923,160 @@ def _merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
     return dict(merged.values())
 
 
-def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
+@dataclass
+class _Loaded:
+    """What a provider's files held: secrets, keys, certificates."""
+
+    secret: str | None = None
+    signing_key: SigningKey | None = None
+    certificates: tuple[tuple[str, float], ...] = ()
+    #: Digest of the client certificate and key files, so that a renewed
+    #: certificate at the same path gets an HTTP client of its own.
+    tls_identity: str | None = None
+    probe_credentials: list[ClientCredential | None] = dataclasses.field(default_factory=list)
+
+
+def _read_secret(value: SecretStr | None, file: Path | None, at: Loc, show: _Shower,
+                 problems: list[Problem]) -> str | None:
+    """The secret written, or read from its file; None (and a problem) if unusable."""
+    if value is None and file is None:
+        return None
+    try:
+        if value is not None:
+            secret = value.get_secret_value()
+            if not secret:
+                raise ValueError("is empty")
+        else:
+            assert file is not None
+            secret = _read_secret_file(file)
+    except ValueError as exc:
+        field = "client_secret" if value is not None else "client_secret_file"
+        loc = (*at, field)
+        shown = show(loc, str(file)) if value is None else None
+        problems.append(Problem(loc, f"{exc}{shown or ''}"))
+        return None
+    return secret
+
+
+def _key_problem(exc: KeyFileError, cfg: ProviderConfig, at: Loc, show: _Shower) -> Problem:
+    field = exc.field
+    if field == "client_secret" and cfg.client_secret is None:
+        field = "client_secret_file"
+    value = getattr(cfg, field, None)
+    shown = show((*at, field), str(value)) if isinstance(value, Path | str) else None
+    return Problem((*at, field), f"{exc.reason}{shown or ''}")
+
+
+def _signing_key(cfg: ProviderConfig, secret: str | None, at: Loc, show: _Shower,
+                 problems: list[Problem]) -> SigningKey | None:
+    method = cfg.auth_method or PRESETS[cfg.preset].auth_method
+    try:
+        if method == "private_key_jwt":
+            assert cfg.private_key_file is not None
+            return load_private_key(cfg.private_key_file, cfg.signing_algorithm,
+                                    cfg.private_key_id, cfg.signing_certificate_file)
+        if method == "client_secret_jwt" and secret is not None:
+            return secret_key(secret, cfg.signing_algorithm or "HS256", cfg.private_key_id)
+    except KeyFileError as exc:
+        problems.append(_key_problem(exc, cfg, at, show))
+    return None
+
+
+def _client_certificate(cfg: ProviderConfig, at: Loc, show: _Shower,
+                        problems: list[Problem]) -> tuple[float, str] | None:
+    """The client certificate's notAfter and the files' digest; None if unusable."""
+    key = "tls_config" if cfg.tls_config is not None else "tls"
+    tls = cfg.tls_config or cfg.tls
+    if tls is None or tls.cert_file is None or tls.key_file is None:
+        return None
+    cert_at, key_at = (*at, key, "cert_file"), (*at, key, "key_file")
+    try:
+        not_after = certificate_not_after(tls.cert_file)
+    except KeyFileError as exc:
+        shown = show(cert_at, str(tls.cert_file))
+        problems.append(Problem(cert_at, f"{exc.reason}{shown or ''}"))
+        return None
+    encrypted = False
+
+    def no_passphrase() -> bytes:
+        # Without a callback OpenSSL would prompt on the terminal for one.
+        nonlocal encrypted
+        encrypted = True
+        return b""
+
+    try:
+        ssl.create_default_context().load_cert_chain(tls.cert_file, tls.key_file,
+                                                     password=no_passphrase)
+        digest = hashlib.sha256(tls.cert_file.read_bytes() + b"\0" + tls.key_file.read_bytes())
+    except (ssl.SSLError, OSError):
+        why = ("is encrypted; give the exporter an unencrypted key file" if encrypted
+               else "is not the private key of cert_file (or not a PEM private key)")
+        problems.append(Problem(key_at, f"{why}{show(key_at, str(tls.key_file)) or ''}"))
+        return None
+    return not_after, digest.hexdigest()
+
+
+def _load_files(cfg: ProviderConfig, at: Loc, show: _Shower,
+                problems: list[Problem]) -> _Loaded | None:
+    """Read what the provider's keys name; None (with problems) if anything is unusable."""
+    before = len(problems)
+    loaded = _Loaded()
+    loaded.secret = _read_secret(cfg.client_secret, cfg.client_secret_file, at, show, problems)
+    loaded.signing_key = _signing_key(cfg, loaded.secret, at, show, problems)
+    certificates: list[tuple[str, float]] = []
+    client_cert = _client_certificate(cfg, at, show, problems)
+    if client_cert is not None:
+        certificates.append(("tls", client_cert[0]))
+        loaded.tls_identity = client_cert[1]
+    if loaded.signing_key is not None and cfg.signing_certificate_file is not None:
+        # load_private_key has read and checked it already.
+        certificates.append(("signing", certificate_not_after(
+            cfg.signing_certificate_file, field="signing_certificate_file")))
+    loaded.certificates = tuple(certificates)
+    for j, q in enumerate(cfg.probes):
+        credential = None
+        if q.client_id is not None:
+            secret = _read_secret(q.client_secret, q.client_secret_file, (*at, "probes", j),
+                                  show, problems)
+            credential = ClientCredential(q.client_id, q.auth_method or "client_secret_basic",
+                                          SecretStr(secret) if secret is not None else None)
+        loaded.probe_credentials.append(credential)
+    return loaded if len(problems) == before else None
+
+
+def _resolve(cfg: ProviderConfig, loaded: _Loaded) -> Provider:
     preset = PRESETS[cfg.preset]
     headers = _merge_headers(dict(preset.probe_headers), cfg.headers)
     scope = cfg.scope if cfg.scope is not None else preset.default_scope
     probes = tuple(
         Probe(
             name=p.name,
-            url=p.url,
-            method=p.method,
+            url=p.url or "",
+            method="POST" if p.kind == "introspection" else p.method,
             expect_status=frozenset(p.expect_status),
             interval=p.interval or cfg.probe_interval,
             timeout=p.timeout or cfg.timeout,
             headers=_merge_headers(headers, p.headers),
             body=p.body,
             auth=p.auth,
+            kind=p.kind,
+            credential=credential,
         )
-        for p in cfg.probes
+        for p, credential in zip(cfg.probes, loaded.probe_credentials, strict=True)
     )
     fields = cfg.model_fields_set
-    tls = cfg.tls
+    tls = cfg.tls_config or cfg.tls
     outbound = Outbound(
         ca_file=str(tls.ca_file) if tls and tls.ca_file else None,
         cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
         key_file=str(tls.key_file) if tls and tls.key_file else None,
         insecure_skip_verify=bool(tls and tls.insecure_skip_verify),
         proxy_url=cfg.proxy_url,
+        identity=loaded.tls_identity,
     )
-    token_url = cfg.token_url or preset.token_url or ""
+    token_url = cfg.token_url or (preset.token_url if cfg.issuer is None else None) or ""
     revocation_url = cfg.revocation_url
-    if revocation_url is None and preset.revocation_path:
+    if revocation_url is None and preset.revocation_path and token_url:
         origin = httpx.URL(token_url)
         revocation_url = str(origin.copy_with(path=preset.revocation_path, query=None))
     return Provider(
@@ -750,7 +1084,7 @@ def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
         preset=preset,
         token_url=token_url,
         client_id=cfg.client_id,
-        client_secret=SecretStr(secret),
+        client_secret=SecretStr(loaded.secret) if loaded.secret is not None else None,
         auth_method=cfg.auth_method or preset.auth_method,
         scope=scope or None,
         token_params=dict(cfg.token_params),
@@ -772,6 +1106,11 @@ def _resolve(cfg: ProviderConfig, secret: str) -> Provider:
         outbound=outbound,
         revoke_on_shutdown=cfg.revoke_on_shutdown,
         revocation_url=revocation_url,
+        issuer=cfg.issuer,
+        signing_key=loaded.signing_key,
+        assertion_audience=cfg.assertion_audience or "token_endpoint",
+        certificates=loaded.certificates,
+        allow_insecure_http=cfg.allow_insecure_http,
     )
 
 
@@ -832,23 +1171,16 @@ def parse_config(text: str, path: str = "<config>", env: Mapping[str, str] | Non
 
     resolved = []
     for i, pcfg in enumerate(file_cfg.providers):
-        try:
-            if pcfg.client_secret is not None:
-                secret = pcfg.client_secret.get_secret_value()
-                if not secret:
-                    raise ValueError("is empty")
-            else:
-                assert pcfg.client_secret_file is not None
-                secret = _read_secret_file(pcfg.client_secret_file)
-        except ValueError as exc:
-            field = "client_secret" if pcfg.client_secret is not None else "client_secret_file"
-            loc = ("providers", i, field)
-            shown = show(loc, str(pcfg.client_secret_file)) if field.endswith("file") else None
-            problems.append(Problem(loc, f"{exc}{shown or ''}"))
-            continue
-        resolved.append(_resolve(pcfg, secret))
+        loaded = _load_files(pcfg, ("providers", i), show, problems)
+        if loaded is not None:
+            resolved.append(_resolve(pcfg, loaded))
     if problems:
         raise _fail(doc, problems)
+    for i, pcfg in enumerate(file_cfg.providers):
+        if pcfg.tls is not None:
+            log.warning("%s: tls is the old name of tls_config (Prometheus' spelling); rename "
+                        "it, tls is still read for now", doc.locate(("providers", i, "tls"),
+                                                                    key=True))
 
     clock = time.time() if now is None else now
     for i, p in enumerate(resolved):
@@ -874,8 +1206,10 @@ def summary(config: Config) -> str:
             if p.client_secret_expires_at
             else "-"
         )
+        endpoint = (f"issuer={mask_userinfo(p.issuer)}" if p.issuer
+                    else f"token_url={mask_userinfo(p.token_url)}")
         lines.append(
-            f"  {p.name}: preset={p.preset.name} token_url={mask_userinfo(p.token_url)} "
+            f"  {p.name}: preset={p.preset.name} {endpoint} "
             f"auth={p.auth_method} scope={p.scope or '-'} "
             f"rate_limit={p.token_rate_limit or '-'} secret_expires={expires} "
             f"probes={','.join(pr.name for pr in p.probes) or '-'}"

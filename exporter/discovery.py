@@ -25,8 +25,8 @@ from typing import Final, Literal
 
 import httpx
 
-from exporter.errors import ErrorClass, classify_exception
-from exporter.tokens import read_capped
+from exporter.errors import ErrorClass, InvalidResponse, classify_exception
+from exporter.http import read_capped
 
 #: The class of a document whose ``issuer`` is not the configured one.
 ISSUER_MISMATCH: Final = "issuer_mismatch"
@@ -257,15 +257,16 @@ async def fetch_metadata(
             if 400 <= status <= 499 and status != 429:
                 url = rfc8414_url
                 status, body = await _get(client, url, timeout, max_bytes)
+    except InvalidResponse as exc:
+        # Larger than the cap, or undecodable: str() says which, and is safe.
+        raise DiscoveryError(ErrorClass.INVALID_RESPONSE, f"metadata document {exc}",
+                             status=exc.status) from None
     except Exception as exc:
         raise DiscoveryError(classify_exception(exc),
                              f"{type(exc).__name__} reading the metadata document") from None
-    if not 200 <= status <= 299:
+    if not 200 <= status <= 299 or body is None:
         raise DiscoveryError(_status_class(status), f"HTTP {status} from the metadata endpoint",
                              status=status)
-    if body is None:
-        raise DiscoveryError(ErrorClass.INVALID_RESPONSE,
-                             f"metadata document larger than {max_bytes} bytes", status=status)
     return parse_metadata(body, issuer, url, clock(), allow_http=allow_http)
 
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-AuthMethod = Literal["client_secret_post", "client_secret_basic"]
+AuthMethod = Literal[
+    "client_secret_post", "client_secret_basic",
+    # Standards-based methods (RFC 7523, OpenID Connect Core §9, RFC 8705); no preset
+    # uses them by default, any provider may choose them.
+    "client_secret_jwt", "private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth",
+]
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from exporter.errors import (
     classify_response,
 )
 from exporter.http import read_capped
+from exporter.introspection import introspect
 from exporter.renewal import TokenManager
 from exporter.scheduler import sleep_until
 from exporter.state import ProbeState, ProviderState
@@ -186,6 +187,12 @@ class ProbeRunner:
 
     async def _send(self, token: Token | None) -> Outcome:
         probe = self.probe_state.probe
+        if probe.kind == "introspection" and token is not None:
+            # RFC 7662: ask the server about the token (exporter.introspection).
+            started = time.perf_counter()
+            status, error = await introspect(self._client, self.state, probe, token,
+                                             self._tokens.discovery, self._clock)
+            return Outcome(status, error, time.perf_counter() - started)
         headers = dict(probe.headers)
         if token is not None:
             headers["Authorization"] = "Bearer " + token.access_token.get_secret_value()

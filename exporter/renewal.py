@@ -41,11 +41,13 @@ from collections.abc import Callable
 
 import httpx
 
+from exporter.discovery import MetadataCache
+from exporter.endpoints import obtain_token
 from exporter.errors import ErrorClass
 from exporter.ratelimit import HostLimiter
 from exporter.scheduler import sleep_until
 from exporter.state import ProviderState
-from exporter.tokens import Token, TokenError, request_token
+from exporter.tokens import Token, TokenError
 
 log = logging.getLogger("exporter.renewal")
 
@@ -65,8 +67,11 @@ class TokenManager:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_token: Callable[[str], None] | None = None,
+        discovery: MetadataCache | None = None,
     ) -> None:
         self.state = state
+        #: Issuer metadata (providers with an ``issuer``); the exporter shares one.
+        self.discovery = discovery or MetadataCache(clock=clock)
         self._on_token = on_token
         self._client = client
         self._limiter = limiter
@@ -293,7 +298,7 @@ class TokenManager:
         self._sending_since = self._clock()
         started = time.perf_counter()
         try:
-            token = await request_token(self._client, provider, self._clock)
+            token = await obtain_token(self._client, self.state, self._clock, self.discovery)
         except TokenError as exc:
             self.state.completed += 1
             self.state.duration.observe(time.perf_counter() - started)

@@ -10,6 +10,7 @@ never sees a dict change size or half of an update.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.config import Probe, Provider
@@ -81,6 +82,15 @@ class ProviderState:
     #: The API refused a fresh token too: no probe brings a renewal forward
     #: until the next scheduled one (``exporter.renewal``).
     refused_fresh: bool = False
+    #: Providers with an ``issuer``: when its metadata document was last read
+    #: successfully (``exporter.endpoints``).
+    discovery_last_success: float | None = None
+    #: Failed metadata reads by class (``exporter.discovery.DISCOVERY_ERROR_CLASSES``),
+    #: a class once it has happened. Replaced on every change, never changed in
+    #: place, so a reader on another thread sees one whole dict.
+    discovery_failures: Mapping[str, int] = field(default_factory=dict)
+    #: The class of the last failed metadata read, None once one succeeds.
+    discovery_last_error: str | None = None
 
     def __post_init__(self) -> None:
         if not self.probes:

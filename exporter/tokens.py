@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote_plus
 
 import httpx
 from pydantic import SecretStr
 
+from exporter import clientauth
+from exporter.clientauth import basic_credentials
 from exporter.config import Provider
 from exporter.errors import (
     ErrorClass,
@@ -83,31 +84,42 @@ class TokenError(Exception):
         self.retry_after = retry_after
 
 
-def basic_credentials(client_id: str, client_secret: str) -> str:
-    """The Authorization header value for client_secret_basic.
+def assertion_audience(provider: Provider, token_endpoint: str) -> str:
+    """The ``aud`` of the provider's client assertions (``assertion_audience``)."""
+    choice = provider.assertion_audience
+    if choice == "token_endpoint":
+        return token_endpoint
+    if choice == "issuer":
+        return provider.issuer or token_endpoint
+    return choice
 
-    RFC 6749 §2.3.1: both parts are form-urlencoded *before* Base64, so a
-    secret holding ``:`` or ``%`` survives. Many clients get this wrong.
+
+def client_auth(
+    provider: Provider, token_endpoint: str | None = None, now: float | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Form fields and headers that authenticate the client, by its auth method.
+
+    ``token_endpoint`` is where the token request goes (an assertion's default
+    ``aud``); ``now`` the assertion's ``iat``. See ``exporter.clientauth``.
     """
-    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
+    endpoint = token_endpoint or provider.token_url or provider.issuer or ""
+    return clientauth.client_auth(
+        provider.credential, audience=assertion_audience(provider, endpoint),
+        now=time.time() if now is None else now)
 
 
-def client_auth(provider: Provider) -> tuple[dict[str, str], dict[str, str]]:
-    """Form fields and headers that authenticate the client, by its auth method."""
-    secret = provider.client_secret.get_secret_value()
-    if provider.auth_method == "client_secret_basic":
-        return {}, {"Authorization": basic_credentials(provider.client_id, secret)}
-    return {"client_id": provider.client_id, "client_secret": secret}, {}
+def build_request(
+    provider: Provider, token_endpoint: str | None = None, now: float | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The form fields and headers of a token request for this provider.
 
-
-def build_request(provider: Provider) -> tuple[dict[str, str], dict[str, str]]:
-    """The form fields and headers of a token request for this provider."""
+    A client assertion is minted here, so each call has a fresh ``jti``.
+    """
     form: dict[str, str] = {"grant_type": "client_credentials"}
     if provider.scope:
         form["scope"] = provider.scope
     form.update(provider.token_params)
-    auth_form, auth_headers = client_auth(provider)
+    auth_form, auth_headers = client_auth(provider, token_endpoint, now)
     form.update(auth_form)
     return form, {"Accept": "application/json", **auth_headers}
 
@@ -258,18 +270,28 @@ async def request_token(
     client: httpx.AsyncClient,
     provider: Provider,
     clock: Callable[[], float] = time.time,
+    *,
+    url: str | None = None,
+    timeout: float | None = None,
 ) -> Token:
-    """Obtain one token. Raises TokenError, and nothing else, on failure."""
-    form, headers = build_request(provider)
+    """Obtain one token. Raises TokenError, and nothing else, on failure.
+
+    ``url``: the token endpoint, when it is not the configured ``token_url``
+    (found by discovery); ``timeout``: less than the provider's, when part of
+    it has been spent already (on discovery).
+    """
+    target = url or provider.token_url
+    limit = provider.timeout if timeout is None else timeout
     issued_at = clock()
+    form, headers = build_request(provider, target, issued_at)
     try:
-        async with asyncio.timeout(provider.timeout):
+        async with asyncio.timeout(limit):
             async with client.stream(
                 "POST",
-                provider.token_url,
+                target,
                 data=form,
                 headers=headers,
-                timeout=provider.timeout,
+                timeout=limit,
                 follow_redirects=False,
             ) as response:
                 body = await read_body(response, provider.max_response_bytes)

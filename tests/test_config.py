@@ -122,7 +122,7 @@ P = 'providers.yaml:{}: provider "broken": '
         ({"token_url": "not a url"}, P.format("8:16") + 'field "token_url": invalid URL: '
          "contains whitespace (got 'not a url')"),
         ({"token_url": "<omit>"}, P.format("6:5") + 'field "token_url": required: preset '
-         "generic has no default token URL"),
+         "generic has no default token URL; set token_url, or issuer to find it by discovery"),
         ({"preset": "acme"}, P.format("7:13") + "field \"preset\": Input should be "
          "'simpledocs', 'smartdocumentor', 'simplifi', 'simplestore', 'dokstamp' or "
          "'generic' (got 'acme')"),
@@ -130,9 +130,10 @@ P = 'providers.yaml:{}: provider "broken": '
          "String should match pattern '^[A-Za-z0-9_-]+$' (got 'has space')"),
         ({"renew_at_fraction": "1.5"}, P.format("11:24") + 'field "renew_at_fraction": '
          "Input should be less than 1 (got 1.5)"),
-        ({"auth_method": "private_key_jwt"}, P.format("11:18") + 'field "auth_method": '
-         "Input should be 'client_secret_post' or 'client_secret_basic' "
-         "(got 'private_key_jwt')"),
+        ({"auth_method": "private_key"}, P.format("11:18") + 'field "auth_method": '
+         "Input should be 'client_secret_post', 'client_secret_basic', 'client_secret_jwt', "
+         "'private_key_jwt', 'tls_client_auth' or 'self_signed_tls_client_auth' "
+         "(got 'private_key')"),
         ({"client_secret": "<omit>"}, P.format("6:5") + 'field "client_secret": required: '
          "set client_secret or client_secret_file"),
         ({"token_params": "{scope: x}"}, P.format("11:19") + 'field "token_params": scope '

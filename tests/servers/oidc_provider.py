@@ -4,7 +4,9 @@
 once for the whole run, with one registered client per client-authentication
 method and the key material each needs, and stops it at the end. Its issuer is
 plain HTTP on loopback; its mutual-TLS endpoint aliases are HTTPS with a
-server certificate from a throwaway test CA (``tests/pki.py``).
+server certificate from a throwaway test CA (``tests/pki.py``). A second
+issuer with the same clients lives under a path, ``<issuer>/realms/test``, as
+Keycloak names a realm (``OidcProvider.realm``).
 
 node and the npm packages are required: without them the fixture fails with
 the command that installs them, it never skips.
@@ -59,6 +61,8 @@ class OidcProvider:
     ca_file: Path
     pki: Pki
     credentials: Mapping[str, Credential] = field(default_factory=dict)
+    #: An issuer with a path (Keycloak's realm style), with the same clients.
+    realm: str = ""
 
     @property
     def token_endpoint(self) -> str:
@@ -168,4 +172,5 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProv
     (d / "settings.json").write_text(json.dumps(settings))
     with server_process("oidc-provider", [node, "server.mjs", str(d / "settings.json")],
                         cwd=SERVER_DIR, log=d / "server.log") as info:
-        yield OidcProvider(str(info["issuer"]), str(info["mtls"]), pki.ca, pki, creds)
+        yield OidcProvider(str(info["issuer"]), str(info["mtls"]), pki.ca, pki, creds,
+                           str(info["realm"]))

@@ -8,8 +8,11 @@
 //   - plain HTTP, the issuer itself (discovery, token, introspection, revocation);
 //   - HTTPS that asks for a client certificate, published as the discovery
 //     document's mtls_endpoint_aliases (RFC 8705 section 5).
-// Once both listen it prints one JSON line, {"issuer": ..., "mtls": ...}, which
-// the fixture waits for.
+// A second issuer on the same listeners, <issuer>/realms/test, has the same
+// clients: an issuer with a path, the way Keycloak names its realms, whose
+// OpenID configuration lives at <issuer>/realms/test/.well-known/openid-configuration.
+// Once both listen it prints one JSON line, {"issuer": ..., "mtls": ..., "realm": ...},
+// which the fixture waits for.
 
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -64,76 +67,92 @@ function peerCertificate(ctx) {
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'ES256', use: 'sig' };
 
-const provider = new Provider(issuer, {
-  clients: settings.clients,
-  // Every client is a machine client; the signing key below is EC.
-  clientDefaults: {
-    grant_types: ['client_credentials'],
-    response_types: [],
-    redirect_uris: [],
-    id_token_signed_response_alg: 'ES256',
-  },
-  clientAuthMethods: [
-    'client_secret_basic',
-    'client_secret_post',
-    'client_secret_jwt',
-    'private_key_jwt',
-    'tls_client_auth',
-    'self_signed_tls_client_auth',
-  ],
-  scopes: ['api:read', 'api:write'],
-  jwks: { keys: [signingKey] },
-  cookies: { keys: [randomUUID()] },
-  ttl: { ClientCredentials: settings.access_token_ttl },
-  features: {
-    devInteractions: { enabled: false },
-    clientCredentials: { enabled: true },
-    introspection: { enabled: true },
-    revocation: { enabled: true },
-    mTLS: {
-      enabled: true,
-      tlsClientAuth: true,
-      selfSignedTlsClientAuth: true,
-      certificateBoundAccessTokens: false,
-      getCertificate: peerCertificate,
-      // Chains to the test CA given to the TLS listener.
-      certificateAuthorized: (ctx) => ctx.req.socket.authorized === true,
-      certificateSubjectMatches: (ctx, property, expected) => (
-        property === 'tls_client_auth_subject_dn' && peerCertificate(ctx)?.subject === expected
-      ),
+function makeProvider(issuerUrl, mtlsUrl) {
+  const provider = new Provider(issuerUrl, {
+    // Each instance gets its own copy: oidc-provider keeps what it is given.
+    clients: structuredClone(settings.clients),
+    // Every client is a machine client; the signing key below is EC.
+    clientDefaults: {
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      id_token_signed_response_alg: 'ES256',
     },
-    resourceIndicators: {
-      enabled: true,
-      // Without a `resource` parameter a token stays opaque (introspectable, revocable).
-      defaultResource: () => undefined,
-      useGrantedResource: () => false,
-      getResourceServerInfo: (ctx, resourceIndicator) => {
-        if (resourceIndicator !== settings.jwt_resource) {
-          throw new errors.InvalidTarget();
-        }
-        return {
-          scope: 'api:read api:write',
-          audience: resourceIndicator,
-          accessTokenTTL: settings.access_token_ttl,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'ES256' } },
-        };
+    clientAuthMethods: [
+      'client_secret_basic',
+      'client_secret_post',
+      'client_secret_jwt',
+      'private_key_jwt',
+      'tls_client_auth',
+      'self_signed_tls_client_auth',
+    ],
+    scopes: ['api:read', 'api:write'],
+    jwks: { keys: [signingKey] },
+    cookies: { keys: [randomUUID()] },
+    ttl: { ClientCredentials: settings.access_token_ttl },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      mTLS: {
+        enabled: true,
+        tlsClientAuth: true,
+        selfSignedTlsClientAuth: true,
+        certificateBoundAccessTokens: false,
+        getCertificate: peerCertificate,
+        // Chains to the test CA given to the TLS listener.
+        certificateAuthorized: (ctx) => ctx.req.socket.authorized === true,
+        certificateSubjectMatches: (ctx, property, expected) => (
+          property === 'tls_client_auth_subject_dn' && peerCertificate(ctx)?.subject === expected
+        ),
+      },
+      resourceIndicators: {
+        enabled: true,
+        // Without a `resource` parameter a token stays opaque (introspectable, revocable).
+        defaultResource: () => undefined,
+        useGrantedResource: () => false,
+        getResourceServerInfo: (ctx, resourceIndicator) => {
+          if (resourceIndicator !== settings.jwt_resource) {
+            throw new errors.InvalidTarget();
+          }
+          return {
+            scope: 'api:read api:write',
+            audience: resourceIndicator,
+            accessTokenTTL: settings.access_token_ttl,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: 'ES256' } },
+          };
+        },
       },
     },
-  },
-  discovery: {
-    mtls_endpoint_aliases: {
-      token_endpoint: `${mtlsBase}/token`,
-      introspection_endpoint: `${mtlsBase}/token/introspection`,
-      revocation_endpoint: `${mtlsBase}/token/revocation`,
+    discovery: {
+      mtls_endpoint_aliases: {
+        token_endpoint: `${mtlsUrl}/token`,
+        introspection_endpoint: `${mtlsUrl}/token/introspection`,
+        revocation_endpoint: `${mtlsUrl}/token/revocation`,
+      },
     },
-  },
-});
-provider.proxy = false;
+  });
+  provider.proxy = false;
+  return provider.callback();
+}
 
-const callback = provider.callback();
-plain.on('request', callback);
-mtls.on('request', callback);
+const REALM = '/realms/test';
+const rootCallback = makeProvider(issuer, mtlsBase);
+const realmCallback = makeProvider(`${issuer}${REALM}`, `${mtlsBase}${REALM}`);
+
+// oidc-provider works out where it is mounted from req.originalUrl and req.url.
+function dispatch(req, res) {
+  if (req.url === REALM || req.url.startsWith(`${REALM}/`)) {
+    req.originalUrl = req.url;
+    req.url = req.url.slice(REALM.length) || '/';
+    return realmCallback(req, res);
+  }
+  return rootCallback(req, res);
+}
+plain.on('request', dispatch);
+mtls.on('request', dispatch);
 
 function shutdown() {
   plain.close();
@@ -144,4 +163,4 @@ function shutdown() {
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 
-process.stdout.write(`${JSON.stringify({ issuer, mtls: mtlsBase })}\n`);
+process.stdout.write(`${JSON.stringify({ issuer, mtls: mtlsBase, realm: `${issuer}${REALM}` })}\n`);
