@@ -12,10 +12,15 @@ and never holds a secret (see ``exporter.yamlfile`` for reading and locating):
 3. merge ``defaults`` into each provider and validate with pydantic
    (unknown keys rejected, secrets held as ``SecretStr``, contradictions
    between fields reported at the field concerned);
-4. read secret files, warn about what is odd but workable (a secret past its
-   ``client_secret_expires_at``), and apply the preset: default token URL,
-   auth method, scope, lifetime, rate limit and the headers the provider's
-   API needs.
+4. read secret, key and certificate files (a signing key that cannot make
+   its algorithm's signatures, a client key that is not its certificate's,
+   an encrypted key: errors at the key that names the file), warn about what
+   is odd but workable (a secret past its ``client_secret_expires_at``, the
+   old ``tls`` key), and apply the preset: default token URL, auth method,
+   scope, lifetime, rate limit and the headers the provider's API needs.
+
+Nothing here reads the network: an ``issuer``'s metadata is read in the token
+job (``exporter.endpoints``), so ``--config.check`` never discovers.
 
 What may be printed: an error echoes the offending value only when it was
 written literally in the file in a field that holds no credential, truncated.
