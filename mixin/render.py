@@ -46,9 +46,9 @@ NAME = "token-health-exporter"
 
 _SNIPPET = """
 local mixin = (import 'mixin.libsonnet');
-local result = mixin + {
-  _config:: std.mergePatch(super._config, std.parseJson(std.extVar('overrides'))),
-};
+// A local is evaluated once; a field would merge again at every access.
+local config = std.mergePatch(mixin._config, std.parseJson(std.extVar('overrides')));
+local result = mixin + { _config:: config };
 { alerts: result.prometheusAlerts, dashboards: result.grafanaDashboards }
 """
 
@@ -91,7 +91,7 @@ def _dump(document: Any) -> str:
 def evaluate(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The mixin's alerts and dashboards as plain data, with ``overrides`` merged
     into its ``_config``."""
-    import _jsonnet  # the PyPI `jsonnet` package; imported late for a clear error below
+    import _jsonnet  # type: ignore[import-untyped]  # PyPI `jsonnet`; imported here for a clear error
 
     text = _jsonnet.evaluate_snippet(
         str(HERE / "render-snippet.jsonnet"),
@@ -151,19 +151,12 @@ def render(overrides: Mapping[str, Any] | None = None) -> dict[Path, str]:
     }
 
 
-def stale(root: Path = REPO) -> list[Path]:
-    """Generated files under ``root`` that differ from a fresh render."""
-    return [
-        path
-        for path, text in render().items()
-        if not (root / path).is_file() or (root / path).read_text() != text
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--check", action="store_true", help="exit 1 if a generated file differs from a fresh render"
+        "--check",
+        action="store_true",
+        help="exit 1 if a generated file differs from a fresh render",
     )
     args = parser.parse_args(argv)
     try:

@@ -156,7 +156,7 @@ def table_rows() -> list[Row]:
         situation, classes, alerts, severity, after, action = cells
         if alerts == "none":
             names: tuple[str, ...] = ()
-            assert severity == after == "–", line
+            assert severity == after == "\N{EN DASH}", line
             severities: tuple[str, ...] = ()
             afters: tuple[str, ...] = ()
         else:
@@ -268,7 +268,8 @@ def test_severity_layer_and_for(rule: dict[str, Any]) -> None:
 
 
 def test_every_layer_but_the_exporter_has_a_critical_alert() -> None:
-    critical_layers = {r["labels"]["layer"] for r in ALERTS if r["labels"]["severity"] == "critical"}
+    critical_layers = {
+        r["labels"]["layer"] for r in ALERTS if r["labels"]["severity"] == "critical"}
     assert critical_layers == set(LAYERS)
 
 

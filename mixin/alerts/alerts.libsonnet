@@ -91,7 +91,7 @@ local promql = import '../lib/promql.libsonnet';
   },
 
   local hold(layer, expr) =
-    if !cfg.hierarchyInRules || !std.objectHas(above, layer) then std.stripChars(expr, '\n')
+    if !cfg.hierarchyInRules || !std.objectHas(above, layer) then promql.trim(expr)
     else
       local causes =
         if std.length(above[layer]) == 1 then above[layer]
@@ -108,13 +108,13 @@ local promql = import '../lib/promql.libsonnet';
 
   local alert(name, layer, expr, forDuration, summary, description, extraLabels={}) = {
     alert: name,
-    expr: std.stripChars(hold(layer, expr), '\n'),
+    expr: promql.trim(hold(layer, expr)),
     'for': forDuration,
     labels: { severity: cfg.alertSeverities[name], layer: layer } + extraLabels,
     annotations: {
       summary: summary,
       // One line: Alertmanager integrations show it as a paragraph.
-      description: std.join(' ', std.split(std.stripChars(description, '\n'), '\n')),
+      description: std.join(' ', std.split(promql.trim(description), '\n')),
     },
   },
 
@@ -128,7 +128,7 @@ local promql = import '../lib/promql.libsonnet';
   local lastProbeStatus = |||
     {{ with printf "oauth_probe_http_status_code{provider=%q,probe=%q,instance=%q,job=%q}" $labels.provider $labels.probe $labels.instance $labels.job | query }}{{ . | first | value }}{{ else }}unknown{{ end }}
   |||,
-  local q(template) = std.stripChars(template, '\n'),
+  local q(template) = promql.trim(template),
   local secret = sel('oauth_client_secret_expiration_timestamp_seconds'),
   local cert = sel('oauth_client_certificate_expiration_timestamp_seconds'),
 

@@ -2,12 +2,14 @@
 // the conventions every panel must follow (the dashboard's datasource
 // variable, a description, a unit). No grafonnet: it cannot be fetched in CI,
 // and these objects are small enough to read as they are.
+local promql = import '../lib/promql.libsonnet';
+
 {
   datasource:: { type: 'prometheus', uid: '${datasource}' },
 
   target(expr, legend='', refId='A', instant=false, format='time_series'):: {
     datasource: $.datasource,
-    expr: std.stripChars(expr, '\n'),
+    expr: promql.trim(expr),
     legendFormat: legend,
     refId: refId,
     instant: instant,
@@ -33,7 +35,7 @@
   base(type, title, description, unit, targets, pos):: {
     type: type,
     title: title,
-    description: std.stripChars(description, '\n'),
+    description: promql.trim(description),
     datasource: $.datasource,
     gridPos: { x: pos[0], y: pos[1], w: pos[2], h: pos[3] },
     targets: $.targets(targets),

@@ -1,7 +1,7 @@
 // Adds `runbook_url` to every alert in one pass, after the alerts are built,
 // so that no alert can be written without one or with a different pattern.
 {
-  local cfg = super._config,
+  local cfg = $._config,
   prometheusAlerts+:: {
     groups: [
       group {

@@ -13,11 +13,18 @@
     assert std.objectHas(units, unit) : 'duration %s: use one of s, m, h, d, w' % duration;
     std.parseInt(std.substr(duration, 0, std.length(duration) - 1)) * units[unit],
 
+  // Removes leading and trailing newlines. std.stripChars would do, but it
+  // walks the string in jsonnet and makes rendering take seconds.
+  trim(text)::
+    if std.startsWith(text, '\n') then $.trim(std.substr(text, 1, std.length(text) - 1))
+    else if std.endsWith(text, '\n') then $.trim(std.substr(text, 0, std.length(text) - 1))
+    else text,
+
   // Indents every line after the first, so a multi-line expression nests
   // readably inside another.
   indent(text, spaces)::
     local pad = std.repeat(' ', spaces);
-    std.join('\n' + pad, std.split(std.stripChars(text, '\n'), '\n')),
+    std.join('\n' + pad, std.split($.trim(text), '\n')),
 
   // The increase of a counter over `window`, for counters whose series
   // appear only when the first event happens (the exporter's failure
