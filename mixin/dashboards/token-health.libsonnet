@@ -79,7 +79,7 @@ local promql = import '../lib/promql.libsonnet';
         p.target(|||
           bottomk by (%(by)s) (1,
             label_replace(
-              (%(valid)s == 0) unless %(on)s (%(pending)s == 1),
+              ((%(valid)s == 0) + 0) unless %(on)s (%(pending)s == 1),
               "runs_out", "no valid token", "", "")
             or
             label_replace(
