@@ -37,7 +37,7 @@ from tests.promtool import run_promtool
 REPO = Path(__file__).resolve().parent.parent
 PROVISIONING = REPO / "dashboards" / "provisioning"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SCHEMA_VERSION = 41  # Grafana 12.0's; older Grafana refuses nothing it does not know
+SCHEMA_VERSION = 41  # Grafana 12; its v41 migration only drops timepicker.time_options
 # Grafana unit ids the panels may use; a typo would silently show raw numbers.
 UNITS = {"none", "short", "s", "d", "percentunit"}
 SELECTOR = ("job", "=", '"token-health-exporter"')
