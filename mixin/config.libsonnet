@@ -62,6 +62,9 @@
     renewalFlappingWindow: '6h',
     renewalFlappingSuccessRatio: 0.9,
     renewalFlappingMinFailures: 3,
+    // A window in which this many token requests failed in a row (as the
+    // scrapes saw it) held an outage, not flapping.
+    renewalFlappingMaxStreak: 3,
     renewalFlappingFor: '15m',
     // A requested scope was not granted.
     scopeNotGrantedFor: '10m',

@@ -379,3 +379,16 @@ def dashboard_targets(path: Path = DASHBOARD_FILE) -> list[tuple[str, str]]:
 def dashboard_exprs(path: Path = DASHBOARD_FILE) -> list[str]:
     """Every panel query of the dashboard, with Grafana variables left in place."""
     return [expr for _, expr in dashboard_targets(path)]
+
+
+def dashboard_keyed_targets(path: Path = DASHBOARD_FILE) -> list[tuple[str, str]]:
+    """(key, expr) for every query: the panel title, or ``title#refId`` for a
+    panel with several queries, so each query can have its own expectation."""
+    keyed = []
+    for panel in iter_panels(load_dashboard(path)["panels"]):
+        targets = [t for t in panel.get("targets", []) if "expr" in t]
+        for target in targets:
+            title = panel.get("title", "")
+            keyed.append((f"{title}#{target['refId']}" if len(targets) > 1 else title,
+                          target["expr"]))
+    return keyed

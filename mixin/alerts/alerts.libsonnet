@@ -310,8 +310,10 @@ local promql = import '../lib/promql.libsonnet';
           alert(
             'TokenHealthRenewalFlapping', 'token_endpoint',
             // A credential renews every 40 minutes to 8 hours, so the window
-            // is long and a few failures are required. A renewal failing on
-            // every try for a while is TokenHealthRenewalFailing's.
+            // is long and a few failures are required. A window that holds
+            // a streak of failures is an outage (TokenHealthRenewalFailing's
+            // while it lasts), not flapping: its retries would otherwise
+            // keep the ratio low for hours after it ended.
             local failures = 'sum without (error) %s' % ind(promql.lazyIncrease(sel('oauth_token_refresh_failures_total'), cfg.renewalFlappingWindow), 0);
             |||
               (
@@ -321,7 +323,7 @@ local promql = import '../lib/promql.libsonnet';
               and
               %(count)s >= %(min)d
               and
-              min_over_time(%(consecutive)s[%(recent)s]) == 0
+              max_over_time(%(consecutive)s[%(window)s]) < %(streak)d
             ||| % {
               failures: ind(failures, 2),
               count: failures,
@@ -330,7 +332,7 @@ local promql = import '../lib/promql.libsonnet';
               ratio: cfg.renewalFlappingSuccessRatio,
               min: cfg.renewalFlappingMinFailures,
               consecutive: sel('oauth_token_refresh_consecutive_failures'),
-              recent: '%dm' % ((secs(cfg.renewalFlappingFor) - 300) / 60),
+              streak: cfg.renewalFlappingMaxStreak,
             },
             cfg.renewalFlappingFor,
             'Token renewals fail intermittently.',
@@ -387,8 +389,10 @@ local promql = import '../lib/promql.libsonnet';
           alert(
             'TokenHealthProbeFlapping', 'probe',
             // Probe runs skipped for want of a token are not the API's fault.
-            // A probe without a success for probeFailingFor is failing, not
-            // flapping, and raises TokenHealthProbeFailing instead.
+            // A window in which the probe went probeFailingFor without a
+            // success held an outage (TokenHealthProbeFailing's), not
+            // flapping: its failures would keep the ratio low for the rest
+            // of the window.
             local failures = 'sum without (error) %s' % ind(promql.lazyIncrease(sel('oauth_probe_failures_total', ['error!="no_token"']), cfg.probeFlappingWindow), 0);
             |||
               (
@@ -398,7 +402,7 @@ local promql = import '../lib/promql.libsonnet';
               and
               %(count)s >= %(min)d
               and
-              time() - %(lastSuccess)s < %(recent)d
+              max_over_time((time() - %(lastSuccess)s)[%(window)s:1m]) < %(recent)d
             ||| % {
               failures: ind(failures, 2),
               count: failures,
