@@ -18,16 +18,17 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exporter import __version__
 from exporter.app import Exporter
-from exporter.config import Config, ConfigError, load_config, summary
+from exporter.config import Config, ConfigError, Duration, load_config, summary
 from exporter.logsetup import Redactor, setup_logging
 from exporter.sharding import select
 from exporter.sharding import validate as validate_shard
-from exporter.web import WebServer, build_web_app
+from exporter.web import Limits, WebServer, build_web_app, raise_open_files_limit
+from exporter.web.app import check_telemetry_path
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -39,10 +40,32 @@ class Settings(BaseSettings):
     config_file: str = "providers.yaml"
     web_listen_address: str = ":10180"
     web_config_file: str | None = None
+    web_telemetry_path: str = "/metrics"
+    web_max_connections: int = Field(Limits.max_connections, ge=1)
+    web_max_requests: int = Field(40, ge=1)
+    web_read_header_timeout: Duration = Limits.read_header_timeout
+    web_idle_timeout: Duration = Limits.idle_timeout
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     shard: int = 0
     total_shards: int = 1
+
+    @field_validator("web_telemetry_path")
+    @classmethod
+    def _telemetry_path(cls, value: str) -> str:
+        return check_telemetry_path(value)
+
+    @field_validator("web_read_header_timeout", "web_idle_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive duration such as 5s")
+        return value
+
+    def web_limits(self) -> Limits:
+        return Limits(max_connections=self.web_max_connections,
+                      read_header_timeout=self.web_read_header_timeout,
+                      idle_timeout=self.web_idle_timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--web.config.file", dest="web_config_file", metavar="PATH",
         help="TLS and basic-auth config, exporter-toolkit format "
         "(env TOKEN_EXPORTER_WEB_CONFIG_FILE)")
+    add("--web.telemetry-path", dest="web_telemetry_path", metavar="PATH",
+        help="path to serve metrics on (env TOKEN_EXPORTER_WEB_TELEMETRY_PATH; "
+        "default /metrics)")
+    add("--web.max-connections", dest="web_max_connections", type=int, metavar="N",
+        help="open connections at most; one more sheds the longest-idle "
+        f"(env TOKEN_EXPORTER_WEB_MAX_CONNECTIONS; default {Limits.max_connections})")
+    add("--web.max-requests", dest="web_max_requests", type=int, metavar="N",
+        help="metrics requests answered at once; more get 503 "
+        "(env TOKEN_EXPORTER_WEB_MAX_REQUESTS; default 40)")
+    add("--web.read-header-timeout", dest="web_read_header_timeout", metavar="DURATION",
+        help="deadline for a whole request head, however slowly it trickles in "
+        f"(env TOKEN_EXPORTER_WEB_READ_HEADER_TIMEOUT; default {Limits.read_header_timeout:g}s)")
+    add("--web.idle-timeout", dest="web_idle_timeout", metavar="DURATION",
+        help="close a keep-alive connection idle this long; keep it above the scrape "
+        f"interval (env TOKEN_EXPORTER_WEB_IDLE_TIMEOUT; default {Limits.idle_timeout:g}s)")
     add("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"],
         help="env TOKEN_EXPORTER_LOG_LEVEL; default info")
     add("--log.format", dest="log_format", choices=["text", "json"],
@@ -137,11 +175,6 @@ class Runner:
         log.info("config reloaded: %d provider(s)", len(config.providers))
         return True, "Config reloaded."
 
-    def reload_from_thread(self) -> tuple[bool, str]:
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self.reload(), self._loop)
-        return future.result(timeout=60)
-
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         simulation = None
@@ -161,14 +194,26 @@ class Runner:
         self.redactor.add(*config.secrets())
         exporter = Exporter(config, on_token=self.redactor.add)
         self.exporter = exporter
-        app = build_web_app(exporter, self.reload_from_thread)
+        old, new = raise_open_files_limit()
+        if new != old:
+            log.debug("open-files limit raised from %d to %d", old, new)
+        app = build_web_app(exporter, self.reload,
+                            telemetry_path=self.settings.web_telemetry_path,
+                            max_requests=self.settings.web_max_requests)
+        limits = self.settings.web_limits()
         try:
-            web = WebServer(app, self.settings.web_listen_address, web_config)
+            web = WebServer(app, self.settings.web_listen_address, web_config, limits)
+            # Bound before the exporter starts: a busy port fails before any token request.
+            await web.start()
         except (OSError, ValueError) as exc:
             log.error("cannot listen on %s: %s", self.settings.web_listen_address, exc)
             if simulation is not None:
                 simulation.stop()
             return 1
+        if limits.max_connections + 64 > new:
+            log.warning("--web.max-connections %d is close to the open-files limit %d: "
+                        "accepting may fail before the cap sheds idle connections",
+                        limits.max_connections, new)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, stop.set)
@@ -176,7 +221,6 @@ class Runner:
             signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
         )
         await exporter.start()
-        web.start()
         log.info("listening on %s (port %d, %s)", self.settings.web_listen_address, web.port,
                  web.scheme)
         if self.demo:
@@ -191,7 +235,7 @@ class Runner:
             await stop.wait()
         finally:
             log.info("shutting down")
-            web.stop()
+            await web.stop()
             await exporter.stop()
             if simulation is not None:
                 simulation.stop()
