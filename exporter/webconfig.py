@@ -241,7 +241,7 @@ class RateLimitConfig(_Strict):
     interval: Duration = 0.0
     #: Requests allowed at once. Go's limiter with a burst of 0 refuses every
     #: request; that is never what anyone means, so it is an error here.
-    burst: int = 0
+    burst: int = Field(0, validate_default=True)
 
     @field_validator("interval")
     @classmethod
