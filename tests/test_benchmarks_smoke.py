@@ -23,6 +23,7 @@ BENCHMARKS = {
     "token_economy": "token requests per credential",
     "scheduler_capacity": "largest size with steady-state p99 lateness",
     "memory": "RSS in MiB",
+    "flood": "idle connections",
 }
 
 

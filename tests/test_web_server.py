@@ -8,22 +8,29 @@ deadline and assert on how long it took, never sleep and then look.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.cli import load_settings
 from exporter.web import Limits, WebApp, WebServer
 from tests.harness import running_exporter, wait_for
 
 NO_PROVIDERS = "providers: []\n"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- helpers
@@ -413,3 +420,72 @@ def test_bad_telemetry_paths_are_refused(path: str) -> None:
 
 async def _no_reload() -> tuple[bool, str]:
     return False, "no"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def run_cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "exporter", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_cli_web_flags_reach_the_server(tmp_path: Path) -> None:
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(NO_PROVIDERS)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = run_cli("--config.file", str(providers), "--web.listen-address",
+                   f"127.0.0.1:{port}", "--web.telemetry-path", "/prom",
+                   "--web.read-header-timeout", "700ms", "--web.max-connections", "2")
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/prom", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, timeout=30, message="the exporter")
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+        with connect(port) as silent:
+            waited = closed_within(silent, 10)
+            assert waited is not None and 0.5 <= waited < 3.0, waited
+        idle = [connect(port) for _ in range(2)]
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/prom").text
+            assert sample(text, "oauth_exporter_http_connections_shed_total") == 1
+        finally:
+            for sock in idle:
+                sock.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--web.telemetry-path", "metrics", "TOKEN_EXPORTER_WEB_TELEMETRY_PATH"),
+    ("--web.telemetry-path", "/-/healthy", "is taken by another endpoint"),
+    ("--web.read-header-timeout", "0s", "must be a positive duration"),
+    ("--web.idle-timeout", "soon", "invalid duration"),
+    ("--web.max-connections", "0", "TOKEN_EXPORTER_WEB_MAX_CONNECTIONS"),
+])
+def test_cli_refuses_bad_web_flags(flag: str, value: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_settings([flag, value])
+    assert message in str(exited.value)
+
+
+def test_cli_web_flags_become_limits() -> None:
+    settings, _ = load_settings(["--web.max-connections", "10", "--web.idle-timeout", "2m",
+                                 "--web.read-header-timeout", "1500ms"])
+    limits = settings.web_limits()
+    assert (limits.max_connections, limits.idle_timeout, limits.read_header_timeout) == (
+        10, 120.0, 1.5)
+    defaults, _ = load_settings([])
+    assert defaults.web_limits() == Limits()
+    assert defaults.web_telemetry_path == "/metrics"

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from exporter.config import ConfigError
+from exporter.web import Limits
 from exporter.webconfig import (
     REALM,
     BasicAuth,
@@ -142,6 +143,19 @@ def test_a_silent_client_does_not_block_the_others(pki: Pki) -> None:
         finally:
             for s in silent:
                 s.close()
+
+
+def test_a_silent_client_is_cut_at_the_handshake_timeout(pki: Pki) -> None:
+    config = load_web_config(write_web_config(pki, "hs.yml", tls_block()))
+    limits = Limits(tls_handshake_timeout=0.5, read_header_timeout=30.0)
+    with running_exporter(NO_PROVIDERS, log_level="debug", web_config=config,
+                          limits=limits) as h, \
+            socket.create_connection(("127.0.0.1", h.port), timeout=10) as silent:
+        started = time.monotonic()
+        with suppress(ConnectionResetError):
+            assert silent.recv(1) == b""
+        assert 0.4 <= time.monotonic() - started < 3.0
+        wait_for(lambda: "TLS handshake with" in h.logs.getvalue(), message="the log line")
 
 
 def raw_get(port: int, ctx: ssl.SSLContext) -> bytes:

@@ -216,7 +216,7 @@ class WebServer:
         self._bucket: TokenBucket | None = None
         self._idle: OrderedDict[_Connection, None] = OrderedDict()
         self._waiting: OrderedDict[_Connection, None] = OrderedDict()
-        self._busy: set[_Connection] = set()
+        self._busy: OrderedDict[_Connection, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -265,7 +265,7 @@ class WebServer:
 
     # ------------------------------------------------------------------ connection table
 
-    def _container(self, phase: _Phase) -> OrderedDict[_Connection, None] | set[_Connection]:
+    def _container(self, phase: _Phase) -> OrderedDict[_Connection, None]:
         if phase is _Phase.IDLE:
             return self._idle
         if phase is _Phase.BUSY:
@@ -289,37 +289,21 @@ class WebServer:
             self.app.http.shed += 1
             log.debug("connection cap %d reached: shed %s connection from %s",
                       self.limits.max_connections, victim.phase.value, victim.peer)
-        container = self._container(conn.phase)
-        if isinstance(container, set):
-            container.add(conn)
-        else:
-            container[conn] = None
+        self._container(conn.phase)[conn] = None
         self.app.http.open = self._count()
         return True
 
     def _move(self, conn: _Connection, phase: _Phase) -> None:
         old = self._container(conn.phase)
-        if isinstance(old, set):
-            if conn not in old:
-                return  # shed meanwhile
-            old.discard(conn)
-        else:
-            if conn not in old:
-                return
-            del old[conn]
+        if conn not in old:
+            return  # shed meanwhile
+        del old[conn]
         conn.phase = phase
-        new = self._container(phase)
-        if isinstance(new, set):
-            new.add(conn)
-        else:
-            new[conn] = None  # at the end: the most recently idle (or waiting)
+        # At the end: the most recently idle (or waiting) is the last to be shed.
+        self._container(phase)[conn] = None
 
     def _forget(self, conn: _Connection) -> None:
-        container = self._container(conn.phase)
-        if isinstance(container, set):
-            container.discard(conn)
-        else:
-            container.pop(conn, None)
+        self._container(conn.phase).pop(conn, None)
         self.app.http.open = self._count()
 
     # ------------------------------------------------------------------ one connection
