@@ -79,8 +79,8 @@ class Limits:
     #: 1 KiB; this leaves room for a browser's cookies on the landing page.
     max_header_bytes: int = 16 * 1024
     #: Connections open at once, handshakes included; one more sheds the longest-idle.
-    #: Each costs a file descriptor and a few KiB; at this size a flood of idle
-    #: connections costs about 20 MiB and never locks a scraper out.
+    #: Each costs a file descriptor and about 9 KiB (benchmarks/flood.py: 2,000 idle
+    #: connections add 17 MiB), so a flood up to the cap costs under 40 MiB.
     max_connections: int = 4096
     #: Connections the kernel queues before they are accepted. A burst of connects
     #: beyond it is dropped and retried by the client a second later, which a
