@@ -28,7 +28,7 @@ from exporter.logsetup import Redactor, setup_logging
 from exporter.sharding import select
 from exporter.sharding import validate as validate_shard
 from exporter.web import Limits, WebServer, build_web_app, raise_open_files_limit
-from exporter.web.app import check_telemetry_path
+from exporter.web.app import DEFAULT_MAX_REQUESTS, check_telemetry_path
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     web_config_file: str | None = None
     web_telemetry_path: str = "/metrics"
     web_max_connections: int = Field(Limits.max_connections, ge=1)
-    web_max_requests: int = Field(40, ge=1)
+    web_max_requests: int = Field(DEFAULT_MAX_REQUESTS, ge=1)
     web_read_header_timeout: Duration = Limits.read_header_timeout
     web_idle_timeout: Duration = Limits.idle_timeout
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(env TOKEN_EXPORTER_WEB_MAX_CONNECTIONS; default {Limits.max_connections})")
     add("--web.max-requests", dest="web_max_requests", type=int, metavar="N",
         help="metrics requests answered at once; more get 503 "
-        "(env TOKEN_EXPORTER_WEB_MAX_REQUESTS; default 40)")
+        f"(env TOKEN_EXPORTER_WEB_MAX_REQUESTS; default {DEFAULT_MAX_REQUESTS})")
     add("--web.read-header-timeout", dest="web_read_header_timeout", metavar="DURATION",
         help="deadline for a whole request head, however slowly it trickles in "
         f"(env TOKEN_EXPORTER_WEB_READ_HEADER_TIMEOUT; default {Limits.read_header_timeout:g}s)")

@@ -123,15 +123,20 @@ def test_a_skipped_probe_says_why_and_shows_no_status() -> None:
     assert 'class="expired">expired' in html
 
 
-def test_a_skip_reason_from_the_scheduler_is_shown_in_words() -> None:
-    """A scheduler that records why it skipped a run (``skip_reason``) is shown as such."""
-    config = providers("paused")
-    state = healthy(ProviderState(config.providers[0]))
-    probe = state.probes["api"]
-    probe.success, probe.status = None, 0
-    probe.skip_reason = "rate_limited"  # type: ignore[attr-defined]
-    html = row_html(page([state]), "paused")
-    assert "api: skipped (rate limited)" in html
+def test_a_skip_reason_from_the_scheduler_is_shown_as_given() -> None:
+    """A scheduler that records why it skipped a run (``skip_reason``) is quoted."""
+    config = providers("paused", "classed")
+    paused, classed = (healthy(ProviderState(p)) for p in config.providers)
+    for state, reason in ((paused, "no valid token: the token endpoint is failing "
+                                   "(server_error)"), (classed, "rate_limited")):
+        probe = state.probes["api"]
+        probe.success, probe.status, probe.last_error = False, 0, ErrorClass.NO_TOKEN
+        probe.skip_reason = reason  # type: ignore[attr-defined]
+    html = page([paused, classed])
+    assert ("api: skipped (no valid token: the token endpoint is failing (server_error))"
+            in row_html(html, "paused"))
+    assert "api: skipped (rate limited)" in row_html(html, "classed")
+    assert f"{RUNBOOK_URL}#tokenhealthnovalidtoken" in row_html(html, "paused")
 
 
 def test_probe_without_an_answer_and_not_yet_run() -> None:
@@ -182,7 +187,7 @@ def test_fresh_tokens_refused_and_expiring_secrets_are_said_in_words() -> None:
     # NOW is 2030-03-17T17:46Z: the secret has three days left.
     config = providers("refused", "old-secret", secret_expires="2030-03-20T00:00:00Z")
     refused, old = (healthy(ProviderState(p)) for p in config.providers)
-    refused.fresh_token_refused = True  # type: ignore[attr-defined]
+    refused.refused_fresh = True  # type: ignore[attr-defined]
     html = page([refused, old])
     assert "The API refuses freshly obtained tokens too" in row_html(html, "refused")
     assert "The client secret expires in under 14 days." in row_html(html, "old-secret")

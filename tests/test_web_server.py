@@ -29,7 +29,11 @@ from exporter.cli import load_settings
 from exporter.web import Limits, WebApp, WebServer
 from tests.harness import running_exporter, wait_for
 
-NO_PROVIDERS = "providers: []\n"
+#: One provider whose token endpoint refuses connections (the discard port on
+#: loopback), tried once an hour: the web server has something to serve.
+NO_PROVIDERS = ("providers:\n  - name: idle\n    token_url: http://127.0.0.1:9/token\n"
+                "    client_id: web-test\n    client_secret: web-test-secret\n"
+                "    backoff_initial: 1h\n    backoff_max: 1h\n")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -130,7 +134,7 @@ def serving(limits: Limits, render: Callable[[bool], bytes] | None = None,
         return True, "Reloaded."
 
     app = WebApp(CollectorRegistry(auto_describe=False), list, lambda: True, reload,
-                 render=render, max_requests=max_requests, workers=limits.workers)
+                 render=render, max_requests=max_requests, workers=2)
     web = WebServer(app, "127.0.0.1:0", None, limits)
     asyncio.run_coroutine_threadsafe(web.start(), loop).result(10)
     try:
@@ -322,8 +326,7 @@ def test_malformed_requests_get_400() -> None:
 
 def test_scrapes_beyond_max_requests_get_503_while_the_loop_stays_free() -> None:
     gate = Gate()
-    limits = Limits(workers=2)
-    with serving(limits, render=gate, max_requests=1) as s, httpx.Client(timeout=10) as client:
+    with serving(Limits(), render=gate, max_requests=1) as s, httpx.Client(timeout=10) as client:
         first = connect(s.port)
         try:
             first.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -35,6 +35,15 @@ RESERVED_PATHS = ("/", "/-/healthy", "/-/ready", "/-/reload")
 
 _GET = ("GET", "HEAD")
 
+#: /metrics requests answered at once; more get 503 rather than a queue
+#: (exporter-toolkit's --web.max-requests, default 40): a scraper that times out
+#: and retries would otherwise pile renders up behind each other.
+DEFAULT_MAX_REQUESTS = 40
+#: Threads rendering /metrics or the landing page, or compressing, at once. Two
+#: let a slow scrape of thousands of credentials overlap a quick one; more would
+#: only contend for the GIL.
+WORKER_THREADS = 2
+
 
 def check_telemetry_path(path: str) -> str:
     """The path, if it can serve metrics; ValueError saying why not."""
@@ -112,8 +121,8 @@ class WebApp:
         clock: Callable[[], float] = time.time,
         render: Callable[[bool], bytes] | None = None,
         telemetry_path: str = "/metrics",
-        max_requests: int = 40,
-        workers: int = 2,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        workers: int = WORKER_THREADS,
     ) -> None:
         self.registry = registry
         self.states = states
@@ -125,10 +134,8 @@ class WebApp:
         #: 12-19x faster at 1,000 credentials (benchmarks/README.md).
         self.render = render
         self.telemetry_path = check_telemetry_path(telemetry_path)
-        #: /metrics requests answered at once; more get 503 rather than a queue
-        #: (exporter-toolkit's --web.max-requests, default 40): a scraper that
-        #: times out and retries would otherwise pile renders up behind each other.
         self.max_requests = max_requests
+        #: Shared by the app's renders and the server's gzip.
         self.workers = Workers(workers)
         #: The server's connection figures, exported by a collector of their own.
         self.http = HTTPStats()
@@ -208,7 +215,8 @@ class WebApp:
 
 
 def build_web_app(source: Monitored, reload: Reload, *, direct_render: bool = True,
-                  telemetry_path: str = "/metrics", max_requests: int = 40) -> WebApp:
+                  telemetry_path: str = "/metrics",
+                  max_requests: int = DEFAULT_MAX_REQUESTS) -> WebApp:
     """The web app for an exporter: a registry holding its collector and the server's.
 
     ``direct_render=False`` serves through prometheus-client's encoder instead

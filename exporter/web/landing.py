@@ -11,9 +11,10 @@ secret, token or server text), and the template escapes everything it prints.
 
 State fields that newer schedulers may add are read with ``getattr`` so the
 page works with and without them: ``ProviderState.pending`` (default: no token
-request has come back yet), ``ProviderState.fresh_token_refused`` (the API
-refused a freshly obtained token too) and ``ProbeState.skip_reason`` (why a
-run was skipped; default: ``no_token`` with no HTTP status).
+request has come back yet), ``ProviderState.refused_fresh`` (the API refused a
+freshly obtained token too) and ``ProbeState.skip_reason`` (why a run sent
+nothing, in words or as an error class; default: ``no_token`` with no HTTP
+status means skipped for want of a token).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ PROBE_RUNBOOK_DEFAULT = "tokenhealthprobefailing"
 #: A row whose token is not valid although no request failed (it lapsed, or the API refused it).
 NO_VALID_TOKEN_RUNBOOK = "tokenhealthnovalidtoken"
 
-#: Why a probe run was skipped, in words, by the class it reported.
+#: Why a probe run was skipped, in words, when only an error class says why.
 _SKIP_WORDS = {
     E.NO_TOKEN.value: "no valid token",
 }
@@ -140,9 +141,12 @@ def _probe_row(ps: ProbeState) -> ProbeRow:
     if ps.success is None and ps.last_run is None and skip is None:
         return ProbeRow(ps.probe.name, "not run yet", "", None, None)
     if skip is not None:
-        why = _SKIP_WORDS.get(_class_value(skip), _class_value(skip).replace("_", " "))
-        return ProbeRow(ps.probe.name, "skipped", why, None,
-                        runbook_link(PROBE_RUNBOOK[E.NO_TOKEN]))
+        text = _class_value(skip)
+        if _as_class(text) is not None:  # a bare class: say it in words
+            text = _SKIP_WORDS.get(text, text.replace("_", " "))
+        anchor = PROBE_RUNBOOK.get(klass, PROBE_RUNBOOK_DEFAULT) if klass else (
+            PROBE_RUNBOOK[E.NO_TOKEN])
+        return ProbeRow(ps.probe.name, "skipped", text, None, runbook_link(anchor))
     if ps.status:
         detail = f"HTTP {ps.status}"
     elif klass in _NO_ANSWER:
@@ -173,7 +177,7 @@ def _row(st: ProviderState, now: float) -> Row:
 
     probes = tuple(_probe_row(ps) for ps in st.probes.values())
     notes: list[str] = []
-    if getattr(st, "fresh_token_refused", False):
+    if getattr(st, "refused_fresh", False):
         notes.append("The API refuses freshly obtained tokens too: no probe asks for another "
                      "token before the next scheduled renewal.")
 

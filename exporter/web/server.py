@@ -94,9 +94,6 @@ class Limits:
     write_timeout: float = 60.0
     #: At shutdown, answers in progress get this long before their connections are cut.
     shutdown_timeout: float = 10.0
-    #: Threads rendering /metrics or the landing page, or compressing, at once (the
-    #: semaphore of ``Workers``); bcrypt has one thread of its own.
-    workers: int = 2
 
 
 #: Responses at least this big are gzipped when the client accepts it; smaller ones
@@ -209,7 +206,6 @@ class WebServer:
         self.scheme = "https" if web_config is not None and web_config.ssl_context else "http"
         self._server: asyncio.Server | None = None
         self._bound_port: int | None = None
-        self._workers = Workers(self.limits.workers)
         #: bcrypt one at a time: a flood of wrong passwords takes one core at most, and
         #: never the threads that render /metrics.
         self._bcrypt = Workers(1)
@@ -504,7 +500,7 @@ class WebServer:
         body = response.body
         headers = [("Content-Type", response.content_type)]
         if len(body) >= GZIP_MIN_BYTES and _accepts_gzip(request.header("accept-encoding")):
-            body = await self._workers.run(gzip.compress, body, 1)
+            body = await self.app.workers.run(gzip.compress, body, 1)
             headers.append(("Content-Encoding", "gzip"))
             headers.append(("Vary", "Accept-Encoding"))
         headers.append(("Content-Length", str(len(body))))
