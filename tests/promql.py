@@ -46,12 +46,14 @@ _GAUGES = {
     "oauth_provider_info",
     "oauth_exporter_build_info",
     "oauth_exporter_config_last_reload_successful",
+    "oauth_exporter_http_connections_open",
 }
 _COUNTERS = {
     "oauth_token_refresh_attempts_total",
     "oauth_token_refresh_failures_total",
     "oauth_probe_attempts_total",
     "oauth_probe_failures_total",
+    "oauth_exporter_http_connections_shed_total",
 }
 _HISTOGRAMS = {"oauth_token_refresh_duration_seconds", "oauth_probe_duration_seconds"}
 SPEC_METRICS: frozenset[str] = frozenset(

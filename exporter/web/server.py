@@ -342,10 +342,11 @@ class WebServer:
             self._tasks.discard(task)
             if graceful:
                 stream.close()
-                # close() waits for unsent bytes without limit; a client that stops
-                # reading must not keep the socket that way.
-                asyncio.get_running_loop().call_later(
-                    self.limits.write_timeout, stream.transport.abort)
+                if stream.transport.get_write_buffer_size():
+                    # close() waits for unsent bytes without limit; a client that
+                    # stops reading must not keep the socket that way.
+                    asyncio.get_running_loop().call_later(
+                        self.limits.write_timeout, stream.transport.abort)
             else:
                 stream.abort()
 
