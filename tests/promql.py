@@ -56,6 +56,7 @@ _GAUGES = {
     "oauth_provider_info",
     "oauth_exporter_build_info",
     "oauth_exporter_config_last_reload_successful",
+    "oauth_exporter_http_connections_open",
 }
 _COUNTERS = {
     "oauth_token_refresh_attempts_total",
@@ -64,6 +65,7 @@ _COUNTERS = {
     "oauth_probe_attempts_total",
     "oauth_probe_failures_total",
     "oauth_exporter_renewal_stalls_total",
+    "oauth_exporter_http_connections_shed_total",
 }
 _HISTOGRAMS = {"oauth_token_refresh_duration_seconds", "oauth_probe_duration_seconds"}
 # Histograms carry _sum/_count only, unless the exporter is started with
