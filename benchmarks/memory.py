@@ -62,13 +62,13 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         setup_logging("info", "text", redactor, stream=io.StringIO())
         exporter = Exporter(config, on_token=redactor.add)
 
-        def no_reload() -> tuple[bool, str]:
+        async def no_reload() -> tuple[bool, str]:
             return False, "not in a benchmark"
 
         # Through prometheus-client's encoder, as the recorded figures were taken.
         app = build_web_app(exporter, no_reload, direct_render=False)
         web = WebServer(app, "127.0.0.1:0")
-        web.start()
+        await web.start()
         started = time.monotonic()
         await exporter.start()
         states = list(exporter.provider_states())
@@ -82,7 +82,7 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         result["peak"] = _status("VmHWM")
         result["failures"] = sum(sum(s.failures.values()) + sum(
             sum(p.failures.values()) for p in s.probes.values()) for s in states)
-        web.stop()
+        await web.stop()
         await exporter.stop()
     return result
 

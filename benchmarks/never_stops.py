@@ -7,9 +7,11 @@ the endpoint received. A schedule that stopped shows up as a slice with zero
 requests; the exporter's own ``oauth_exporter_renewal_stalls_total`` must stay
 at 0 (the watchdog found nothing to repair).
 
-The figure: the fewest requests any credential made in any slice, next to the
-floor the backoff policy implies (full jitter under a 50 ms ceiling averages
-25 ms, so ~40 requests a second per credential).
+The figure: the fewest requests any credential made in any slice, as a ratio
+to the median slice of the same run (a schedule that died shows a 0; one that
+kept going, whatever the machine's load, stays near 1). It passes when no
+credential went silent in any slice, the ratio is at least 0.5 and the
+watchdog counted no stall.
 
     python -m benchmarks.never_stops                 # 10 credentials, 10 minutes
     python -m benchmarks.never_stops --quick         # smoke test, seconds
@@ -127,18 +129,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         index = int((at - started) // args.slice)
         if client in counts and index < slices:
             counts[client][index] += 1
-    fewest = min(c[s] for c in counts.values() for s in range(slices))
-    floor = args.slice / 0.025 / 4  # a quarter of the policy's mean rate: generous
+    per_slice = sorted(c[s] for c in counts.values() for s in range(slices))
+    fewest, median = per_slice[0], per_slice[len(per_slice) // 2]
+    silent = sum(1 for c in counts.values() if min(c[s] for s in range(slices)) == 0)
     print(f"never_stops  {machine()}")
     print(f"{args.credentials} credentials, token endpoint always 500, backoff "
           f"{args.backoff}, {args.duration:g} s in {slices} slices of {args.slice:g} s")
     print(f"token requests received: {len(server.arrivals)}")
     print(f"fewest requests by one credential in one slice: {fewest} "
-          f"(floor {floor:.0f}; ratio {fewest / floor:.2f})")
-    print(f"credentials that went silent in some slice: "
-          f"{sum(1 for c in counts.values() if min(c[s] for s in range(slices)) == 0)}")
+          f"(median slice {median}; ratio {fewest / max(median, 1):.2f})")
+    print(f"credentials that went silent in some slice: {silent}")
     print(f"oauth_exporter_renewal_stalls_total: {stalls}")
-    return 0 if fewest >= floor else 1
+    ok = silent == 0 and fewest >= median / 2 and stalls in ("0", "0.0")
+    return 0 if ok else 1
 
 
 def _free_port() -> int:

@@ -125,12 +125,12 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         setup_logging("info", "text", redactor, stream=io.StringIO())
         exporter = Exporter(config, on_token=redactor.add, on_probe_lateness=on_lateness)
 
-        def no_reload() -> tuple[bool, str]:
+        async def no_reload() -> tuple[bool, str]:
             return False, "not in a benchmark"
 
         app = build_web_app(exporter, no_reload, direct_render=opts.direct_render)
         web = WebServer(app, "127.0.0.1:0")
-        web.start()
+        await web.start()
         started = time.time()
         await exporter.start()
         states = list(exporter.provider_states())
@@ -157,7 +157,7 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         sim_stats = sim.stats()
         failures = sum(sum(p.failures.values()) for s in states for p in s.probes.values())
         attempts = sum(p.attempts for s in states for p in s.probes.values())
-        web.stop()
+        await web.stop()
         await exporter.stop()
     gc.callbacks.remove(on_gc)
     steady_gc = [seconds for at, seconds in gc_pauses if at >= steady_from]

@@ -21,6 +21,7 @@ import httpx
 from exporter.config import Config, Provider
 from exporter.discovery import MetadataCache
 from exporter.http import ClientPool
+from exporter.logsetup import log_for
 from exporter.probes import ProbeRunner
 from exporter.ratelimit import HostLimiter
 from exporter.renewal import TokenManager
@@ -168,10 +169,11 @@ class Exporter:
         await self._limiter.acquire(provider.token_host, provider.token_rate_limit)
         status = await revoke_token(self._clients.get(provider.outbound), provider, token)
         if status == 200:
-            log.info("provider %s: token revoked at shutdown", provider.name)
+            log_for(log, provider.name).info("token revoked at shutdown")
         else:
-            log.warning("provider %s: token revocation at shutdown failed (%s)",
-                        provider.name, f"HTTP {status}" if status else "no answer")
+            log_for(log, provider.name).warning(
+                "token revocation at shutdown failed (%s)",
+                f"HTTP {status}" if status else "no answer")
 
     def apply(self, config: Config) -> None:
         """Switch to a new, already validated config.
@@ -208,11 +210,9 @@ class Exporter:
     def _add(self, provider: Provider, kept: ProviderState | None = None) -> None:
         name = provider.name
         if provider.outbound.insecure_skip_verify:
-            log.warning(
-                "provider %s: TLS certificate verification is DISABLED "
-                "(tls_config.insecure_skip_verify); anyone on the path can read its client secret",
-                name,
-            )
+            log_for(log, name).warning(
+                "TLS certificate verification is DISABLED (tls_config.insecure_skip_verify); "
+                "anyone on the path can read its client secret")
         client = self._clients.get(provider.outbound)
         state = ProviderState(provider)
         manager = TokenManager(

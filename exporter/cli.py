@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exporter import buildinfo
 from exporter.app import Exporter
-from exporter.config import Config, ConfigError, load_config, summary
+from exporter.config import Config, ConfigError, Duration, load_config, summary
 from exporter.logsetup import (
     FORMAT_ALIASES,
     FORMATS,
@@ -34,7 +34,8 @@ from exporter.logsetup import (
 )
 from exporter.sharding import select
 from exporter.sharding import validate as validate_shard
-from exporter.web import WebServer, build_web_app
+from exporter.web import Limits, WebServer, build_web_app, raise_open_files_limit
+from exporter.web.app import DEFAULT_MAX_REQUESTS, check_telemetry_path
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     config_file: str = "providers.yaml"
     web_listen_address: str = ":10180"
     web_config_file: str | None = None
+    web_telemetry_path: str = "/metrics"
+    web_max_connections: int = Field(Limits.max_connections, ge=1)
+    web_max_requests: int = Field(DEFAULT_MAX_REQUESTS, ge=1)
+    web_read_header_timeout: Duration = Limits.read_header_timeout
+    web_idle_timeout: Duration = Limits.idle_timeout
     # Prometheus' spellings; the aliases (warning, text) are accepted and
     # stored under the Prometheus name.
     log_level: Literal["debug", "info", "warn", "error"] = "info"
@@ -63,6 +69,23 @@ class Settings(BaseSettings):
     @classmethod
     def _format_alias(cls, value: object) -> object:
         return FORMAT_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("web_telemetry_path")
+    @classmethod
+    def _telemetry_path(cls, value: str) -> str:
+        return check_telemetry_path(value)
+
+    @field_validator("web_read_header_timeout", "web_idle_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive duration such as 5s")
+        return value
+
+    def web_limits(self) -> Limits:
+        return Limits(max_connections=self.web_max_connections,
+                      read_header_timeout=self.web_read_header_timeout,
+                      idle_timeout=self.web_idle_timeout)
 
 
 class _VersionAction(argparse.Action):
@@ -93,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--web.config.file", dest="web_config_file", metavar="PATH",
         help="TLS and basic-auth config, exporter-toolkit format "
         "(env TOKEN_EXPORTER_WEB_CONFIG_FILE)")
+    add("--web.telemetry-path", dest="web_telemetry_path", metavar="PATH",
+        help="path to serve metrics on (env TOKEN_EXPORTER_WEB_TELEMETRY_PATH; "
+        "default /metrics)")
+    add("--web.max-connections", dest="web_max_connections", type=int, metavar="N",
+        help="open connections at most; one more sheds the longest-idle "
+        f"(env TOKEN_EXPORTER_WEB_MAX_CONNECTIONS; default {Limits.max_connections})")
+    add("--web.max-requests", dest="web_max_requests", type=int, metavar="N",
+        help="metrics requests answered at once; more get 503 "
+        f"(env TOKEN_EXPORTER_WEB_MAX_REQUESTS; default {DEFAULT_MAX_REQUESTS})")
+    add("--web.read-header-timeout", dest="web_read_header_timeout", metavar="DURATION",
+        help="deadline for a whole request head, however slowly it trickles in "
+        f"(env TOKEN_EXPORTER_WEB_READ_HEADER_TIMEOUT; default {Limits.read_header_timeout:g}s)")
+    add("--web.idle-timeout", dest="web_idle_timeout", metavar="DURATION",
+        help="close a keep-alive connection idle this long; keep it above the scrape "
+        f"interval (env TOKEN_EXPORTER_WEB_IDLE_TIMEOUT; default {Limits.idle_timeout:g}s)")
     add("--log.level", dest="log_level", choices=list(LEVELS), metavar="LEVEL",
         help="debug, info, warn or error (warning: alias) for this program's own lines "
         "(env TOKEN_EXPORTER_LOG_LEVEL; default info)")
@@ -177,11 +215,6 @@ class Runner:
         log.info("config reloaded: %d provider(s)", len(config.providers))
         return True, "Config reloaded."
 
-    def reload_from_thread(self) -> tuple[bool, str]:
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self.reload(), self._loop)
-        return future.result(timeout=60)
-
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         simulation = None
@@ -201,14 +234,26 @@ class Runner:
         self.redactor.add(*config.secrets())
         exporter = Exporter(config, on_token=self.redactor.add)
         self.exporter = exporter
-        app = build_web_app(exporter, self.reload_from_thread)
+        old, new = raise_open_files_limit()
+        if new != old:
+            log.debug("open-files limit raised from %d to %d", old, new)
+        app = build_web_app(exporter, self.reload,
+                            telemetry_path=self.settings.web_telemetry_path,
+                            max_requests=self.settings.web_max_requests)
+        limits = self.settings.web_limits()
         try:
-            web = WebServer(app, self.settings.web_listen_address, web_config)
+            web = WebServer(app, self.settings.web_listen_address, web_config, limits)
+            # Bound before the exporter starts: a busy port fails before any token request.
+            await web.start()
         except (OSError, ValueError) as exc:
             log.error("cannot listen on %s: %s", self.settings.web_listen_address, exc)
             if simulation is not None:
                 simulation.stop()
             return 1
+        if limits.max_connections + 64 > new:
+            log.warning("--web.max-connections %d is close to the open-files limit %d: "
+                        "accepting may fail before the cap sheds idle connections",
+                        limits.max_connections, new)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, stop.set)
@@ -216,7 +261,6 @@ class Runner:
             signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
         )
         await exporter.start()
-        web.start()
         log.info("listening on %s (port %d, %s)", self.settings.web_listen_address, web.port,
                  web.scheme)
         if self.demo:
@@ -231,7 +275,7 @@ class Runner:
             await stop.wait()
         finally:
             log.info("shutting down")
-            web.stop()
+            await web.stop()
             await exporter.stop()
             if simulation is not None:
                 simulation.stop()

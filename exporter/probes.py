@@ -37,6 +37,7 @@ from exporter.errors import (
 )
 from exporter.http import read_capped
 from exporter.introspection import introspect
+from exporter.logsetup import log_for
 from exporter.renewal import TokenManager
 from exporter.scheduler import sleep_until
 from exporter.state import ProbeState, ProviderState
@@ -69,6 +70,7 @@ class ProbeRunner:
     ) -> None:
         self.state = state
         self.probe_state = probe_state
+        self._log = log_for(log, state.provider.name, probe_state.probe.name)
         self._tokens = tokens
         self._client = client
         self._clock = clock
@@ -107,7 +109,7 @@ class ProbeRunner:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("probe %s: unexpected error", self.label)
+            self._log.exception("unexpected error in a probe run")
 
     async def _run(self) -> None:
         probe = self.probe_state.probe
@@ -173,17 +175,16 @@ class ProbeRunner:
         newest = self.state.token is token
         if outcome.error is ErrorClass.TOKEN_REVOKED and newest:
             if self.state.provider.preset.one_active_token:
-                log.warning(
-                    "probe %s: the API says our newest token was revoked; another client "
+                self._log.warning(
+                    "the API says our newest token was revoked; another client "
                     "is probably taking tokens with the same credentials (this provider "
                     "allows one active token per application, so each new token revokes "
                     "the last), or the token was revoked explicitly",
-                    self.label,
                 )
             else:
-                log.warning("probe %s: the API says our newest token was revoked", self.label)
+                self._log.warning("the API says our newest token was revoked")
         else:
-            log.info("probe %s: token refused (%s)", self.label, outcome.error)
+            self._log.info("token refused (%s)", outcome.error)
 
     async def _send(self, token: Token | None) -> Outcome:
         probe = self.probe_state.probe
@@ -258,5 +259,4 @@ class ProbeRunner:
         else:
             ps.consecutive_failures += 1
             ps.failures[outcome.error] += 1
-            log.debug("probe %s: failed with %s (HTTP %d)", self.label, outcome.error,
-                      outcome.status)
+            self._log.debug("probe failed with %s (HTTP %d)", outcome.error, outcome.status)

@@ -44,6 +44,7 @@ import httpx
 from exporter.discovery import MetadataCache
 from exporter.endpoints import obtain_token
 from exporter.errors import ErrorClass
+from exporter.logsetup import log_for
 from exporter.ratelimit import HostLimiter
 from exporter.scheduler import sleep_until
 from exporter.state import ProviderState
@@ -72,6 +73,7 @@ class TokenManager:
         self.state = state
         #: Issuer metadata (providers with an ``issuer``); the exporter shares one.
         self.discovery = discovery or MetadataCache(clock=clock)
+        self._log = log_for(log, state.provider.name)
         self._on_token = on_token
         self._client = client
         self._limiter = limiter
@@ -140,7 +142,7 @@ class TokenManager:
                 raise
             self._failed(TokenError(ErrorClass.OTHER, "token request cancelled"))
         except Exception:  # a bug of ours must not stop the schedule
-            log.exception("provider %s: unexpected error during renewal", self.name)
+            self._log.exception("unexpected error during renewal")
             self._failed(TokenError(ErrorClass.OTHER, "unexpected error"))
         finally:
             self._attempt = None
@@ -158,7 +160,7 @@ class TokenManager:
         try:
             return self.next_run()
         except Exception:
-            log.exception("provider %s: could not plan the next renewal", self.name)
+            self._log.exception("could not plan the next renewal")
             return self._clock() + FALLBACK_DELAY
 
     def next_run(self) -> float:
@@ -221,12 +223,10 @@ class TokenManager:
         if self._refusal_renewals >= REFUSAL_BUDGET:
             if self._token_from_refusal and not state.token_accepted and not state.refused_fresh:
                 state.refused_fresh = True
-                log.warning(
-                    "provider %s: the API refused a fresh token too (probe %s); it refuses "
-                    "this credential's tokens, so no probe asks for another before the "
-                    "scheduled renewal",
-                    self.name,
-                    probe,
+                self._log.warning(
+                    "the API refused a fresh token too; it refuses this credential's "
+                    "tokens, so no probe asks for another before the scheduled renewal",
+                    extra={"probe": probe},
                 )
             return None
         self._refusal_renewals += 1
@@ -323,10 +323,9 @@ class TokenManager:
             self._refusal_renewals = 0
             state.refused_fresh = False
         level = logging.INFO if previous_failures else logging.DEBUG
-        log.log(
+        self._log.log(
             level,
-            "provider %s: token obtained, lifetime %.0fs (from %s)%s",
-            provider.name,
+            "token obtained, lifetime %.0fs (from %s)%s",
             token.lifetime,
             token.lifetime_source,
             f" after {previous_failures} failure(s)" if previous_failures else "",
@@ -348,10 +347,9 @@ class TokenManager:
         n = state.consecutive_failures
         changed = previous is not exc.error
         level = logging.WARNING if changed or n & (n - 1) == 0 else logging.DEBUG
-        log.log(
+        self._log.log(
             level,
-            "provider %s: token request failed (%s, %d in a row): %s",
-            state.provider.name,
+            "token request failed (%s, %d in a row): %s",
             exc.error,
             n,
             exc.detail,

@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from exporter.logsetup import log_for
+
 log = logging.getLogger("exporter.scheduler")
 
 
@@ -114,11 +116,11 @@ class Watchdog:
                 continue
             found += 1
             self.stalls += 1
-            log.error("provider %s: renewal stalled (%s); re-planning it now", item.name, why)
+            log_for(log, item.name).error("renewal stalled (%s); re-planning it now", why)
             try:
                 item.restart()
             except Exception:
-                log.exception("provider %s: could not re-plan the stalled renewal", item.name)
+                log_for(log, item.name).exception("could not re-plan the stalled renewal")
         return found
 
     async def run(self) -> None:

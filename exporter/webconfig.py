@@ -1,4 +1,4 @@
-"""The web config file (``--web.config.file``): TLS and basic auth for the endpoints.
+"""The web config file (``--web.config.file``): TLS, basic auth and a rate limit for the endpoints.
 
 The format is the one Prometheus' exporter-toolkit defines for Go exporters
 (node_exporter and friends), so one file can serve them all::
@@ -13,11 +13,19 @@ The format is the one Prometheus' exporter-toolkit defines for Go exporters
       headers: {Strict-Transport-Security: max-age=31536000}
     basic_auth_users:
       prometheus: $2b$10$...           # bcrypt hash (htpasswd -nBC 10 prometheus)
+    rate_limit:                        # a token bucket over all requests: 429 beyond it
+      interval: 100ms                  # one request per interval on average (0: off)
+      burst: 20                        # and up to this many at once
+
+Every key exporter-toolkit defines is either honoured or refused by name with
+the reason, never ignored. The file, and the certificate, key and CA files it
+names, are re-read when they change (``ReloadingWebConfig``), so a renewed
+certificate is served without a restart, as exporter-toolkit does.
 
 Where Python's ``ssl`` module cannot do what a key asks, the key is refused
 with an explanation rather than ignored, so a file never silently gives less
 protection than it says: ``cipher_suites``, ``curve_preferences``,
-``client_allowed_sans``, inline ``cert``/``key``, ``RequireAnyClientCert`` and
+``client_allowed_sans``, inline ``cert``/``key``/``client_ca``, ``RequireAnyClientCert`` and
 TLS 1.0/1.1. (TLS 1.2 is limited to ECDHE with AES-GCM or ChaCha20-Poly1305,
 what a hardened ``cipher_suites`` list would pick anyway.) Keys that cannot
 weaken anything are accepted and logged: ``prefer_server_cipher_suites`` (the
@@ -41,9 +49,10 @@ import re
 import secrets
 import ssl
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -56,6 +65,7 @@ from pydantic import (
     field_validator,
 )
 
+from exporter.config import Duration
 from exporter.yamlfile import (
     ConfigError,
     LocatedYaml,
@@ -70,9 +80,6 @@ log = logging.getLogger("exporter.webconfig")
 
 #: The realm sent in ``WWW-Authenticate`` with every 401.
 REALM = "token-health-exporter"
-
-#: A client gets this long to finish the TLS handshake (in its own thread).
-TLS_HANDSHAKE_TIMEOUT = 10.0
 
 #: bcrypt only reads the first 72 bytes; longer passwords are refused.
 _BCRYPT_MAX_PASSWORD = 72
@@ -113,6 +120,7 @@ _UNSUPPORTED_TLS_KEYS = {
     ),
     "cert": "(an inline certificate) is not supported: use cert_file",
     "key": "(an inline key) is not supported: use key_file",
+    "client_ca": "(an inline CA certificate) is not supported: use client_ca_file",
 }
 
 
@@ -152,6 +160,7 @@ class TLSServerConfig(_Strict):
     client_allowed_sans: Any = None
     cert: Any = None
     key: Any = None
+    client_ca: Any = None
 
     @field_validator(*_UNSUPPORTED_TLS_KEYS, mode="before")
     @classmethod
@@ -219,6 +228,36 @@ def _bcrypt_hash(value: str) -> str:
     return value
 
 
+class RateLimitConfig(_Strict):
+    """exporter-toolkit's ``rate_limit``: a token bucket shared by all requests."""
+
+    #: Time between two requests on average; 0 turns the limiter off. Go duration
+    #: syntax (``100ms``, ``1s``, ``1m30s``) or seconds.
+    interval: Duration = 0.0
+    #: Requests allowed at once. Go's limiter with a burst of 0 refuses every
+    #: request; that is never what anyone means, so it is an error here.
+    burst: int = Field(0, validate_default=True)
+
+    @field_validator("interval")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative (0 turns the rate limit off)")
+        return value
+
+    @field_validator("burst")
+    @classmethod
+    def _burst(cls, value: int, info: ValidationInfo) -> int:
+        if value < 0:
+            raise ValueError("must not be negative")
+        if value == 0 and info.data.get("interval", 0) > 0:
+            raise ValueError(
+                "must be at least 1 when interval is set: a burst of 0 would refuse every "
+                "request"
+            )
+        return value
+
+
 class WebConfigFile(_Strict):
     tls_server_config: TLSServerConfig | None = None
     http_server_config: HTTPServerConfig | None = None
@@ -227,6 +266,7 @@ class WebConfigFile(_Strict):
              Annotated[str, AfterValidator(_bcrypt_hash)]]
         | None
     ) = None
+    rate_limit: RateLimitConfig | None = None
 
 
 # --------------------------------------------------------------------------- basic auth
@@ -256,6 +296,10 @@ class BasicAuth:
     flood of wrong passwords uses one CPU at most. A successful check is
     remembered as a salted SHA-256 of (user, hash, password), never the
     password itself, so a scrape every 15 s costs one bcrypt, not one each.
+
+    ``quick()`` answers without bcrypt when it can (a remembered success, or a
+    header that cannot be right), so the web server runs only the rest,
+    ``check()``, in a worker thread.
     """
 
     CACHE_SIZE = 256
@@ -267,6 +311,10 @@ class BasicAuth:
             (hashlib.sha256(name.encode()).digest(), hashed.encode())
             for name, hashed in users.items()
         ]
+        #: Equal for two BasicAuths with the same users and hashes, so a re-read
+        #: web config that did not change them keeps this one and its cache.
+        self.users_digest = hashlib.sha256(
+            repr(sorted(users.items())).encode()).hexdigest()
         self._salt = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -283,14 +331,14 @@ class BasicAuth:
             digest.update(part)
         return digest.digest()
 
-    def check(self, authorization: str | None) -> bool:
-        """True if the ``Authorization`` header holds a configured user's password."""
+    def _lookup(self, authorization: str | None) -> tuple[bytes, bytes, bytes, bool] | None:
+        """``(password, hash, cache key, known user)``, or None for a hopeless header."""
         credentials = parse_basic_authorization(authorization)
         if credentials is None:
-            return False
+            return None
         user, password = credentials
         if len(password) > _BCRYPT_MAX_PASSWORD:
-            return False
+            return None
         wanted = hashlib.sha256(user).digest()
         found: bytes | None = None
         for name_digest, hashed in self._users:  # no early exit: same work for any name
@@ -298,18 +346,39 @@ class BasicAuth:
                 found = hashed
         # An unknown user is checked against a real hash too, then refused.
         hashed = found if found is not None else self._users[0][1]
-        key = self._cache_key(user, hashed, password)
-        if found is not None:
-            with self._cache_lock:
-                if key in self._verified:
-                    self._verified.move_to_end(key)
-                    return True
+        return password, hashed, self._cache_key(user, hashed, password), found is not None
+
+    def _remembered(self, key: bytes) -> bool:
+        with self._cache_lock:
+            if key in self._verified:
+                self._verified.move_to_end(key)
+                return True
+        return False
+
+    def quick(self, authorization: str | None) -> bool | None:
+        """True or False when known without bcrypt; None when ``check()`` must decide."""
+        found = self._lookup(authorization)
+        if found is None:
+            return False
+        _, _, key, known = found
+        if known and self._remembered(key):
+            return True
+        return None
+
+    def check(self, authorization: str | None) -> bool:
+        """True if the ``Authorization`` header holds a configured user's password."""
+        found = self._lookup(authorization)
+        if found is None:
+            return False
+        password, hashed, key, known = found
+        if known and self._remembered(key):
+            return True
         with self._bcrypt_lock:
             try:
                 ok = bcrypt.checkpw(password, hashed)
             except ValueError:
                 ok = False
-        if not ok or found is None:
+        if not ok or not known:
             return False
         with self._cache_lock:
             self._verified[key] = None
@@ -332,6 +401,11 @@ class WebConfig:
     headers: tuple[tuple[str, str], ...]
     #: One line per TLS/HTTP setting, for --check-config.
     description: tuple[str, ...]
+    #: ``(interval seconds, burst)`` of rate_limit, or None when off.
+    rate_limit: tuple[float, int] | None = None
+    #: Files whose change means the config must be read again: the file itself and
+    #: the certificate, key and CA files it names.
+    files: tuple[str, ...] = ()
 
     def summary(self) -> str:
         return "\n".join([f"{self.path}: web config OK", *(f"  {d}" for d in self.description)])
@@ -445,9 +519,12 @@ def parse_web_config(text: str, path: str, base_dir: Path) -> WebConfig:
         raise ConfigError("\n".join(format_validation(path, located, exc))) from None
 
     description: list[str] = []
+    files = [str(Path(path).absolute())]
     tls = model.tls_server_config
     ssl_context = None
     if tls is not None:
+        files += [str((base_dir / name).absolute())
+                  for name in (tls.cert_file, tls.key_file, tls.client_ca_file) if name]
         ssl_context = _ssl_context(tls, base_dir, path, located)
         description.append(
             f"TLS: cert_file={tls.cert_file} min_version={tls.min_version} "
@@ -477,7 +554,16 @@ def parse_web_config(text: str, path: str, base_dir: Path) -> WebConfig:
                         "the network in clear text", path)
     else:
         description.append("basic auth: off")
-    return WebConfig(path, ssl_context, auth, headers, tuple(description))
+
+    rate_limit = None
+    if model.rate_limit is not None and model.rate_limit.interval > 0:
+        rate_limit = (model.rate_limit.interval, model.rate_limit.burst)
+        description.append(f"rate limit: one request per {rate_limit[0]:g}s, "
+                           f"bursts of {rate_limit[1]} (429 beyond)")
+    else:
+        description.append("rate limit: off")
+    return WebConfig(path, ssl_context, auth, headers, tuple(description), rate_limit,
+                     tuple(files))
 
 
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
@@ -485,3 +571,78 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     name = os.fspath(path)
     text = read_config_text(name, "web config file")
     return parse_web_config(text, name, Path(name).absolute().parent)
+
+
+# --------------------------------------------------------------------------- re-reading
+
+_Signature = tuple[tuple[int, int, int, int] | None, ...]
+
+
+def _signature(files: tuple[str, ...]) -> _Signature:
+    """What changes when any of the files is rewritten, replaced or renamed over."""
+    out: list[tuple[int, int, int, int] | None] = []
+    for name in files:
+        try:
+            st = os.stat(name)  # follows symlinks: a Kubernetes secret swaps its ..data link
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev))
+    return tuple(out)
+
+
+class ReloadingWebConfig:
+    """The web config in force, read again when its file or a file it names changes.
+
+    exporter-toolkit re-reads the file on every request so that a renewed
+    certificate is used at once. Here the files are ``stat``-ed at most once per
+    ``check_interval`` (a connection flood costs no file reads) and parsed only
+    when one changed. A file that no longer parses is logged once and the
+    previous config stays in force, as for the provider file. Turning TLS on or
+    off needs a restart (clients would be cut off, or sent passwords in clear
+    text, without anyone asking for it). Unchanged users keep their
+    ``BasicAuth`` and so its cache of verified passwords.
+    """
+
+    def __init__(self, initial: WebConfig, *, check_interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 load: Callable[[str], WebConfig] | None = None) -> None:
+        self._config = initial
+        self._check_interval = check_interval
+        self._clock = clock
+        self._load = load or load_web_config
+        self._seen = _signature(initial.files)
+        self._next_check = clock() + check_interval
+        #: Re-reads that took effect, for tests and the log.
+        self.reloads = 0
+
+    def current(self) -> WebConfig:
+        now = self._clock()
+        if now < self._next_check or not self._config.files:
+            return self._config
+        self._next_check = now + self._check_interval
+        signature = _signature(self._config.files)
+        if signature == self._seen:
+            return self._config
+        self._seen = signature
+        try:
+            new = self._load(self._config.path)
+        except ConfigError as exc:
+            log.error("web config changed but cannot be used; the previous one stays in "
+                      "force:\n%s", exc)
+            return self._config
+        if (new.ssl_context is None) != (self._config.ssl_context is None):
+            log.error("%s: turning TLS on or off needs a restart; the previous web config "
+                      "stays in force", new.path)
+            return self._config
+        old_auth = self._config.auth
+        if old_auth is not None and new.auth is not None and (
+                new.auth.users_digest == old_auth.users_digest):
+            new = replace(new, auth=old_auth)
+        # The new config may name other files (or the same ones, changed again
+        # since the stat above): watch what it names from now on.
+        self._seen = _signature(new.files) if new.files != self._config.files else signature
+        self._config = new
+        self.reloads += 1
+        log.info("web config re-read from %s", new.path)
+        return new

@@ -93,8 +93,10 @@ class FakeApi:
 
 
 def config_text(names: list[str], *, probes: int = 1, probe_interval: str = "30s",
-                extra: str = "") -> str:
+                extra: str = "", timeout: str = "") -> str:
     """A provider file for ``names``, each with ``probes`` probes at the fake API."""
+    # The request timeout must stay below the probe interval (a config rule).
+    timeout = timeout or ("500ms" if probe_interval in ("1s", "2s") else "5s")
     lines = ["providers:"]
     for name in names:
         lines += [
@@ -103,7 +105,7 @@ def config_text(names: list[str], *, probes: int = 1, probe_interval: str = "30s
             f"    token_url: {BASE}{TOKEN_PATH}",
             f"    client_id: id-{name}",
             "    client_secret: secret-value-0123",
-            "    timeout: 5s",
+            f"    timeout: {timeout}",
             f"    probe_interval: {probe_interval}",
         ]
         lines += [f"    {line}" for line in extra.splitlines() if line]

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from exporter.app import Exporter
 from exporter.config import Config, parse_config
 from exporter.logsetup import Redactor, setup_logging
-from exporter.web import WebServer, build_web_app
+from exporter.web import Limits, WebApp, WebServer, build_web_app
 from exporter.webconfig import WebConfig
 
 T = TypeVar("T")
@@ -39,6 +39,8 @@ class Harness:
     tokens: list[str]
     #: "https" when a web config turns TLS on.
     scheme: str = "http"
+    web: WebServer | None = None
+    app: WebApp | None = None
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -77,7 +79,10 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
 @contextmanager
 def running_exporter(config: Config | str, env: dict[str, str] | None = None,
                      log_level: str = "debug",
-                     web_config: WebConfig | None = None) -> Iterator[Harness]:
+                     web_config: WebConfig | None = None,
+                     limits: Limits | None = None,
+                     telemetry_path: str = "/metrics",
+                     config_check_interval: float = 1.0) -> Iterator[Harness]:
     if isinstance(config, str):
         config = parse_config(config, "test.yaml", env or {})
     logs = io.StringIO()
@@ -95,17 +100,19 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
 
     exporter = Exporter(config, on_token=on_token)
 
-    def reload() -> tuple[bool, str]:
+    async def reload() -> tuple[bool, str]:
         return False, "reload not wired in this harness"
 
-    app = build_web_app(exporter, reload)
-    web = WebServer(app, "127.0.0.1:0", web_config)
+    app = build_web_app(exporter, reload, telemetry_path=telemetry_path)
+    web = WebServer(app, "127.0.0.1:0", web_config, limits,
+                    config_check_interval=config_check_interval)
+    asyncio.run_coroutine_threadsafe(web.start(), loop).result(10)
     asyncio.run_coroutine_threadsafe(exporter.start(), loop).result(10)
-    web.start()
     try:
-        yield Harness(exporter, app.registry, loop, web.port, logs, tokens, web.scheme)
+        yield Harness(exporter, app.registry, loop, web.port, logs, tokens, web.scheme,
+                      web, app)
     finally:
-        web.stop()
+        asyncio.run_coroutine_threadsafe(web.stop(), loop).result(30)
         asyncio.run_coroutine_threadsafe(exporter.stop(), loop).result(10)
 
         async def drain() -> None:

@@ -61,28 +61,45 @@ def _openssl() -> str:
     return path
 
 
+_NEWKEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+
+
+def _run_openssl(d: Path, *args: str) -> None:
+    proc = subprocess.run([_openssl(), *args], cwd=d, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, f"openssl {' '.join(args)}:\n{proc.stderr}"
+
+
+def _leaf(d: Path, name: str, issuer: str, section: str, serial: str) -> None:
+    cnf = str(d / "openssl.cnf")
+    _run_openssl(d, "req", "-config", cnf, "-new", *_NEWKEY, "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", f"/CN={name}")
+    _run_openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.crt", "-CAkey",
+                 f"{issuer}.key", "-set_serial", serial, "-days", "2", "-out", f"{name}.crt",
+                 "-extfile", cnf, "-extensions", section)
+
+
+def another_server_certificate(pki: Pki, name: str, serial: int) -> tuple[Path, Path]:
+    """A second server certificate (and key) from the test CA, as a renewal would bring."""
+    _leaf(pki.dir, name, "test-ca", "server", str(serial))
+    return pki.dir / f"{name}.crt", pki.dir / f"{name}.key"
+
+
 def make_pki(d: Path) -> Pki:
-    openssl = _openssl()
     cnf = d / "openssl.cnf"
     cnf.write_text(_OPENSSL_CNF)
 
     def run(*args: str) -> None:
-        proc = subprocess.run([openssl, *args], cwd=d, capture_output=True, text=True,
-                              timeout=60, check=False)
-        assert proc.returncode == 0, f"openssl {' '.join(args)}:\n{proc.stderr}"
+        _run_openssl(d, *args)
 
-    newkey = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    newkey = _NEWKEY
 
     def ca(name: str) -> None:
         run("req", "-config", str(cnf), "-x509", *newkey, "-keyout", f"{name}.key",
             "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}", "-extensions", "ca")
 
     def leaf(name: str, issuer: str, section: str, serial: str) -> None:
-        run("req", "-config", str(cnf), "-new", *newkey, "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.crt", "-CAkey",
-            f"{issuer}.key", "-set_serial", serial, "-days", "2", "-out", f"{name}.crt",
-            "-extfile", str(cnf), "-extensions", section)
+        _leaf(d, name, issuer, section, serial)
 
     ca("test-ca")
     ca("rogue-ca")

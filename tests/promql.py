@@ -30,32 +30,69 @@ REPO = Path(__file__).resolve().parent.parent
 RULES_FILE = REPO / "alerts" / "token-health.rules.yml"
 DASHBOARD_FILE = REPO / "dashboards" / "token-health.json"
 
-# The exporter's metrics (SPEC.md), as series names on /metrics.
+# The exporter's metrics (SPEC.md's metric table), as series names on /metrics.
+# Kept here rather than parsed from SPEC.md so a change of contract shows up
+# as a diff of this list; tests/test_prometheus_integration.py compares it
+# with what the running exporter serves.
 _GAUGES = {
     "oauth_token_expiration_timestamp_seconds",
     "oauth_token_expires_in_seconds",
     "oauth_token_issued_timestamp_seconds",
     "oauth_token_next_renewal_timestamp_seconds",
     "oauth_token_valid",
+    "oauth_token_pending",
+    "oauth_token_refresh_consecutive_failures",
+    "oauth_token_refresh_last_error",
     "oauth_token_last_refresh_success_timestamp_seconds",
     "oauth_token_scope_granted",
     "oauth_client_secret_expiration_timestamp_seconds",
+    "oauth_client_certificate_expiration_timestamp_seconds",
+    "oauth_discovery_last_success_timestamp_seconds",
     "oauth_probe_success",
     "oauth_probe_http_status_code",
+    "oauth_probe_consecutive_failures",
+    "oauth_probe_last_error",
     "oauth_probe_last_success_timestamp_seconds",
     "oauth_provider_info",
     "oauth_exporter_build_info",
     "oauth_exporter_config_last_reload_successful",
+    "oauth_exporter_http_connections_open",
 }
 _COUNTERS = {
     "oauth_token_refresh_attempts_total",
     "oauth_token_refresh_failures_total",
+    "oauth_discovery_failures_total",
     "oauth_probe_attempts_total",
     "oauth_probe_failures_total",
+    "oauth_exporter_renewal_stalls_total",
+    "oauth_exporter_http_connections_shed_total",
 }
 _HISTOGRAMS = {"oauth_token_refresh_duration_seconds", "oauth_probe_duration_seconds"}
+# Histograms carry _sum/_count only, unless the exporter is started with
+# bucketed histograms (then _bucket too: the mixin's latencyBuckets).
 SPEC_METRICS: frozenset[str] = frozenset(
-    _GAUGES | _COUNTERS | {h + s for h in _HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+    _GAUGES | _COUNTERS | {h + s for h in _HISTOGRAMS for s in ("_sum", "_count")}
+)
+BUCKET_METRICS: frozenset[str] = frozenset(h + "_bucket" for h in _HISTOGRAMS)
+# Series that exist only in some situations, so a healthy exporter need not
+# serve them: failure counters by class (created by the first failure of the
+# class), last-error gauges (only while failing), expiries of things not
+# configured, discovery (providers with `issuer` only).
+CONDITIONAL_METRICS: frozenset[str] = frozenset(
+    {
+        "oauth_token_refresh_failures_total",
+        "oauth_probe_failures_total",
+        "oauth_token_refresh_last_error",
+        "oauth_probe_last_error",
+        "oauth_client_secret_expiration_timestamp_seconds",
+        "oauth_client_certificate_expiration_timestamp_seconds",
+        "oauth_token_scope_granted",
+        "oauth_discovery_last_success_timestamp_seconds",
+        "oauth_discovery_failures_total",
+        "oauth_token_expiration_timestamp_seconds",
+        "oauth_token_expires_in_seconds",
+        "oauth_token_issued_timestamp_seconds",
+    }
 )
 # Series that Prometheus itself attaches to a scrape target.
 PROMETHEUS_SYNTHETIC: frozenset[str] = frozenset({"up"})
@@ -129,6 +166,8 @@ class Selector:
     matchers: tuple[tuple[str, str, str], ...] = ()  # (label, operator, quoted value)
     range: str | None = None  # the text between [ and ], if a range selector
     functions: tuple[str, ...] = field(default=())  # enclosing calls, outermost first
+    offset: str | None = None  # the duration of an `offset` modifier
+    followed_by: str = ""  # the token after the selector and its modifiers
 
     def matcher(self, label: str) -> tuple[str, str] | None:
         for name, op, value in self.matchers:
@@ -220,12 +259,19 @@ def selectors(expr: str) -> list[Selector]:
             end = _closing(tokens, j, "[", "]")
             rng = "".join(t.text for t in tokens[j + 1 : end])
             j = end + 1
+        offset = None
+        if j + 1 < len(tokens) and tokens[j].text.lower() == "offset":
+            offset = tokens[j + 1].text
+            j += 2
         if not name:
             for label, op, value in matchers:
                 if label == "__name__" and op == "=":
                     name = value[1:-1]
         if name:
-            found.append(Selector(name, matchers, rng, tuple(f for f in stack if f)))
+            after = tokens[j].text.lower() if j < len(tokens) else ""
+            found.append(
+                Selector(name, matchers, rng, tuple(f for f in stack if f), offset, after)
+            )
         i = j
     if stack:
         raise ValueError(f"unbalanced '(' in {expr!r}")
@@ -239,13 +285,32 @@ def metric_names(expr: str) -> set[str]:
 
 def counter_violations(expr: str) -> list[str]:
     """Counter/histogram series (``*_total``, ``_bucket``, ``_count``, ``_sum``) not read
-    directly by rate(), irate() or increase()."""
-    return [
-        s.name
-        for s in selectors(expr)
-        if s.name.endswith(COUNTER_SUFFIXES)
-        and (not s.functions or s.functions[-1] not in COUNTER_FUNCTIONS)
-    ]
+    directly by rate(), irate() or increase().
+
+    Two uses of a raw counter are allowed, both from the mixin's lazyIncrease
+    for counters whose series appear with their first event: an existence
+    check (``x offset 1h``, whose value is never used) and ``x unless x offset
+    1h``, the whole value of a series born within the window.
+    """
+    found = selectors(expr)
+    violations = []
+    for i, s in enumerate(found):
+        if not s.name.endswith(COUNTER_SUFFIXES):
+            continue
+        if s.functions and s.functions[-1] in COUNTER_FUNCTIONS:
+            continue
+        if s.offset is not None and s.range is None:
+            continue
+        after = found[i + 1] if i + 1 < len(found) else None
+        if (
+            s.followed_by == "unless"
+            and after is not None
+            and after.offset is not None
+            and (after.name, after.matchers) == (s.name, s.matchers)
+        ):
+            continue
+        violations.append(s.name)
+    return violations
 
 
 # Grafana's built-in interval variables, and what they become for promtool.
@@ -316,3 +381,16 @@ def dashboard_targets(path: Path = DASHBOARD_FILE) -> list[tuple[str, str]]:
 def dashboard_exprs(path: Path = DASHBOARD_FILE) -> list[str]:
     """Every panel query of the dashboard, with Grafana variables left in place."""
     return [expr for _, expr in dashboard_targets(path)]
+
+
+def dashboard_keyed_targets(path: Path = DASHBOARD_FILE) -> list[tuple[str, str]]:
+    """(key, expr) for every query: the panel title, or ``title#refId`` for a
+    panel with several queries, so each query can have its own expectation."""
+    keyed = []
+    for panel in iter_panels(load_dashboard(path)["panels"]):
+        targets = [t for t in panel.get("targets", []) if "expr" in t]
+        for target in targets:
+            title = panel.get("title", "")
+            keyed.append((f"{title}#{target['refId']}" if len(targets) > 1 else title,
+                          target["expr"]))
+    return keyed

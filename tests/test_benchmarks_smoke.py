@@ -25,6 +25,7 @@ BENCHMARKS = {
     "memory": "RSS in MiB",
     "never_stops": "fewest requests by one credential in one slice",
     "bombs": "target met",
+    "flood": "idle connections",
 }
 
 

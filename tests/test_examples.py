@@ -1,9 +1,10 @@
 """The example compose stack in examples/ is wired consistently and its configs are valid.
 
 No container engine (nor `docker compose`) runs in CI, so the stack is checked
-statically: Prometheus' config with promtool, Alertmanager's structurally
-(amtool is not packaged here), and the compose file's cross references
-(service names, ports, mounted host paths, container paths) with PyYAML.
+statically: Prometheus' config with promtool, Alertmanager's structurally (a
+real Alertmanager runs its inhibit rules in tests/test_alertmanager.py), and
+the compose file's cross references (service names, ports, mounted host
+paths, container paths) with PyYAML.
 """
 
 from __future__ import annotations
@@ -266,33 +267,79 @@ def test_alertmanager_routes_reference_defined_receivers(
     assert used == set(names), f"receivers never routed to: {set(names) - used}"
 
 
-def test_alertmanager_routes_by_the_severities_the_rules_use(
-    alertmanager_config: dict[str, Any],
-) -> None:
-    severities = {
-        matcher.split("=", 1)[1].strip('"')
-        for route, _ in walk_routes(alertmanager_config["route"])
-        for matcher in route.get("matchers", [])
-        if matcher.startswith("severity=")
-    }
-    assert severities == {"critical", "warning"}
+def matches(matcher: str, labels: dict[str, str]) -> bool:
+    """Whether an Alertmanager matcher (``name op "value"``) matches ``labels``."""
+    match = re.fullmatch(r'\s*(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*', matcher)
+    assert match, matcher
+    name, op, value = match.groups()
+    actual = labels.get(name, "")
+    if op in ("=~", "!~"):
+        found = re.fullmatch(value, actual) is not None
+        return found if op == "=~" else not found
+    return (actual == value) if op == "=" else (actual != value)
+
+
+def receiver_for(route: dict[str, Any], labels: dict[str, str]) -> str:
+    """The receiver Alertmanager picks: the first matching child, recursively."""
+    for child in route.get("routes", []):
+        if all(matches(m, labels) for m in child.get("matchers", [])):
+            return receiver_for({"receiver": route["receiver"], **child}, labels)
+    return str(route["receiver"])
+
+
+def rule_labels() -> list[dict[str, str]]:
     rules = load(REPO / "alerts" / "token-health.rules.yml")
-    used = {
-        rule["labels"]["severity"]
+    return [
+        {"alertname": rule["alert"], **rule["labels"]}
         for group in rules["groups"]
         for rule in group["rules"]
         if "alert" in rule
-    }
-    assert used <= severities, f"alerts with unrouted severities: {used - severities}"
+    ]
 
 
-def test_alertmanager_inhibit_rules_are_well_formed(alertmanager_config: dict[str, Any]) -> None:
-    for rule in alertmanager_config.get("inhibit_rules", []):
-        assert rule["source_matchers"] and rule["target_matchers"]
+def test_alertmanager_pages_for_critical_and_tickets_the_rest(
+    alertmanager_config: dict[str, Any],
+) -> None:
+    wanted = {"critical": "page", "warning": "ticket", "info": "ticket"}
+    labels = rule_labels()
+    assert {alert["severity"] for alert in labels} == set(wanted)
+    for alert in labels:
+        assert receiver_for(alertmanager_config["route"], alert) == wanted[alert["severity"]], alert
+    assert not matches('severity="critical"', {"severity": "warning"})
+    assert matches('layer=~"probe|expiry"', {"layer": "expiry"})
+
+
+def test_alertmanager_groups_one_credential_into_one_notification(
+    alertmanager_config: dict[str, Any],
+) -> None:
+    # An incident moves from one alert to the next (credentials rejected,
+    # then no valid token): grouping by credential keeps it one page.
+    assert alertmanager_config["route"]["group_by"] == ["cluster", "provider"]
+
+
+def test_alertmanager_inhibit_rules_compare_labels_the_rules_produce(
+    alertmanager_config: dict[str, Any],
+) -> None:
+    rules = alertmanager_config["inhibit_rules"]
+    assert len(rules) == 3, "one per layer that holds others back"
+    produced = {label for alert in rule_labels() for label in alert}
+    # Labels every credential's alert carries from its series; `cluster` is the
+    # mixin's clusterLabel, an external label where there is one.
+    produced |= {"job", "instance", "provider", "cluster"}
+    layers = {alert["layer"] for alert in rule_labels()}
+    for rule in rules:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
             assert MATCHER.match(matcher), f"bad matcher {matcher!r}"
+            name = re.match(r"\s*(\w+)", matcher).group(1)  # type: ignore[union-attr]
+            assert name in produced, f"{matcher}: no rule produces {name}"
         # Without `equal` one critical alert anywhere would mute every warning.
-        assert "provider" in rule["equal"]
+        assert set(rule["equal"]) == {"cluster", "job", "instance", "provider"}
+        assert 'severity="critical"' in rule["source_matchers"]
+        for layer in layers:  # a source must never match its own targets
+            source = any(matches(m, {"layer": layer}) for m in rule["source_matchers"]
+                         if m.startswith("layer"))
+            target = all(matches(m, {"layer": layer}) for m in rule["target_matchers"])
+            assert not (source and target), (rule, layer)
     for bad in ('severity=critical"', "sev erity='x'", 'severity=="x"'):
         assert not MATCHER.match(bad)
 

@@ -319,7 +319,16 @@ def test_chart_never_renders_a_secret(render: Render) -> None:
         assert not of_kind(render(scenario), "Secret"), scenario
 
 
-@pytest.mark.parametrize("scenario", ["default", "providers", "sharded"])
+def test_with_no_providers_the_chart_runs_the_demo(render: Render) -> None:
+    # An empty provider list is a config error; an install with defaults shows the demo.
+    args = container_of(of_kind(render("default"), "Deployment")[0])["args"]
+    assert "--demo" in args
+    assert not [a for a in args if a.startswith(CONFIG_ARG)]
+    assert not [a for a in container_of(of_kind(render("providers"), "Deployment")[0])["args"]
+                if a == "--demo"]
+
+
+@pytest.mark.parametrize("scenario", ["providers", "sharded"])
 def test_config_map_holds_a_config_the_exporter_accepts(
     render: Render, scenario: str, tmp_path: Path,
 ) -> None:

@@ -140,7 +140,7 @@ def test_tls_trust_identity_and_insecure_skip_verify(pki: Pki) -> None:
             assert sum(h.value("oauth_token_refresh_failures_total", provider="mtls13-no-cert",
                                error=e) or 0 for e in ("tls_error", "connection_error")) == 1
             logs = h.logs.getvalue()
-        assert "provider insecure: TLS certificate verification is DISABLED" in logs
+        assert "provider=insecure msg=\"TLS certificate verification is DISABLED" in logs
         assert "level=warn" in logs
 
 

@@ -178,6 +178,60 @@ def test_revoked_token_means_one_failure_one_renewal_and_a_good_retry() -> None:
             assert "another client" in h.logs.getvalue()
 
 
+@pytest.mark.parametrize("kind", ["simplestore", "simpledocs"])
+def test_an_api_refusing_every_token_costs_at_most_two_token_requests_over_20_runs(
+        kind: str) -> None:
+    """A gateway that answers every probe with a bare 401, end to end.
+
+    At SimpleStore each needless token request would revoke the token production
+    uses; at SimpleDocs it would spend the per-IP budget production shares.
+    """
+    with SimulatedProvider(kind) as sim:
+        sim.add_client("app", SECRET, scopes="read")
+        sim.set_faults(api_refuses_tokens=True)
+        config = f"""
+providers:
+  - name: gw
+    preset: {kind}
+    token_url: {sim.token_url}
+    client_id: app
+    client_secret: {SECRET}
+    probe_interval: 1h
+    timeout: 5s
+    probes:
+      - name: a
+        url: {sim.base_url}{"/v1/documents" if kind == "simpledocs" else "/api/v1/products"}
+      - name: b
+        url: {sim.base_url}{"/v1/documents" if kind == "simpledocs" else "/api/v1/products"}
+"""
+        with running_exporter(config) as h:
+            wait_for(lambda: (h.value("oauth_probe_attempts_total", provider="gw", probe="a")
+                              or 0) >= 1, message="the first probe runs")
+            for _ in range(10):  # 20 probe runs in all, back to back
+                for probe in ("a", "b"):
+                    h.call(h.exporter.probe_job("gw", probe)())
+            runs = sum(h.value("oauth_probe_attempts_total", provider="gw", probe=p) or 0
+                       for p in ("a", "b"))
+            assert runs >= 20
+            assert token_requests(sim) <= 2
+            state = h.state("gw")
+            assert state.refused_fresh
+            for probe in ("a", "b"):
+                assert h.value("oauth_probe_success", provider="gw", probe=probe) == 0.0
+                assert (h.value("oauth_probe_failures_total", provider="gw", probe=probe,
+                                error="invalid_token") or 0) >= 10
+                assert not h.value("oauth_probe_failures_total", provider="gw", probe=probe,
+                                   error="no_token")
+            assert "the API refused a fresh token too" in h.logs.getvalue()
+            # The API takes tokens again: the next probe run sees it, no token request.
+            sim.clear_faults()
+            before = token_requests(sim)
+            h.call(h.exporter.probe_job("gw", "a")())
+            assert h.value("oauth_probe_success", provider="gw", probe="a") == 1.0
+            assert token_requests(sim) == before
+            assert not state.refused_fresh
+
+
 def test_another_client_taking_a_token_is_reported_as_such() -> None:
     with SimulatedProvider("simpledocs") as sim:
         sim.add_client("app", SECRET, scopes="read")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 
 import httpx
@@ -53,14 +54,19 @@ def test_landing_page_has_a_row_per_provider_with_probes(demo: Config) -> None:
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         html = page.text
-        assert html.count("<tr><td>") == 5
+        rows = re.findall(r'data-provider="([^"]+)"', html)
+        assert sorted(rows) == sorted(p.name for p in demo.providers)
         for p in demo.providers:
-            assert f"<td>{p.name}</td>" in html
             for probe in p.probes:
-                assert probe.name in html
-        assert "insufficient_scope" in html  # the read-only write probe
+                assert f"{probe.name}: " in html
+        # The demo's read-only SimpleDocs credential fails its write probe: that row
+        # needs attention, so it comes first and the summary counts it.
+        assert rows[0] == "simpledocs-demo"
+        assert re.search(r'id="summary">[1-5] of 5 credentials? needs? attention', html)
+        assert "insufficient_scope" in html
         assert 'class="valid">valid' in html
         assert 'href="/metrics"' in html
+        assert "HTTP 0" not in html
 
 
 def test_health_ready_and_unknown_paths(simulation: Simulation) -> None:
@@ -82,12 +88,13 @@ def test_health_ready_and_unknown_paths(simulation: Simulation) -> None:
 
 
 def test_direct_renderer_matches_prometheus_client_byte_for_byte(demo: Config) -> None:
-    """/metrics is written by TokenHealthCollector.render(); it must be exactly
-    what prometheus-client's encoders produce from collect()."""
+    """/metrics is written by TokenHealthCollector.render() plus the web server's own
+    families; it must be exactly what prometheus-client's encoders produce."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 
     from exporter.collector import TokenHealthCollector
+    from exporter.web import WebApp
 
     with running_exporter(demo, log_level="info") as h:
         wait_for(h.exporter.ready)
@@ -101,3 +108,19 @@ def test_direct_renderer_matches_prometheus_client_byte_for_byte(demo: Config) -
     assert text == generate_latest(registry)
     assert collector.render(True) == om_latest(registry)
     assert b'error="insufficient_scope",probe="create-document"' in text
+
+    async def no_reload() -> tuple[bool, str]:
+        return False, "no"
+
+    plain = CollectorRegistry(auto_describe=False)
+    plain.register(collector)
+    apps = [WebApp(reg, h.exporter.provider_states, h.exporter.ready, no_reload,
+                   render=render)
+            for reg, render in ((registry, collector.render), (plain, None))]
+    for app in apps:
+        app.http.open, app.http.shed = 7, 3
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        direct, encoded = (app.metrics(accept)[0] for app in apps)
+        assert direct == encoded
+        assert b"oauth_exporter_http_connections_open 7.0\n" in direct
+        assert direct.count(b"# EOF") == (1 if accept else 0)

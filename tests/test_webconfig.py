@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
 import ssl
@@ -17,22 +19,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import httpx
 import pytest
 
 from exporter.config import ConfigError
+from exporter.web import Limits
 from exporter.webconfig import (
     REALM,
     BasicAuth,
     load_web_config,
     parse_basic_authorization,
 )
-from tests.harness import Harness, running_exporter
-from tests.pki import Pki
+from tests.harness import Harness, running_exporter, wait_for
+from tests.pki import Pki, another_server_certificate
 
 #: One provider whose token endpoint refuses connections (the discard port on
 #: loopback), tried once an hour: an empty provider list is a config error.
@@ -132,7 +136,7 @@ def test_tls12_allows_only_forward_secret_aead_ciphers(pki: Pki) -> None:
 
 
 def test_a_silent_client_does_not_block_the_others(pki: Pki) -> None:
-    """The handshake runs in the connection's thread, not in the accept loop."""
+    """Each handshake runs in its connection's own task, not in the accept loop."""
     with serving(pki, tls_block()) as h:
         silent = [socket.create_connection(("127.0.0.1", h.port)) for _ in range(3)]
         try:
@@ -143,6 +147,19 @@ def test_a_silent_client_does_not_block_the_others(pki: Pki) -> None:
         finally:
             for s in silent:
                 s.close()
+
+
+def test_a_silent_client_is_cut_at_the_handshake_timeout(pki: Pki) -> None:
+    config = load_web_config(write_web_config(pki, "hs.yml", tls_block()))
+    limits = Limits(tls_handshake_timeout=0.5, read_header_timeout=30.0)
+    with running_exporter(NO_PROVIDERS, log_level="debug", web_config=config,
+                          limits=limits) as h, \
+            socket.create_connection(("127.0.0.1", h.port), timeout=10) as silent:
+        started = time.monotonic()
+        with suppress(ConnectionResetError):
+            assert silent.recv(1) == b""
+        assert 0.4 <= time.monotonic() - started < 3.0
+        wait_for(lambda: "TLS handshake with" in h.logs.getvalue(), message="the log line")
 
 
 def raw_get(port: int, ctx: ssl.SSLContext) -> bytes:
@@ -473,3 +490,190 @@ def test_cli_serves_tls_and_basic_auth(pki: Pki, tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert f"port {port}, https" in stderr
+
+
+# --------------------------------------------------------------------------- every key
+
+
+#: Every key of exporter-toolkit's web config, with a value, and whether this
+#: exporter honours it (True) or refuses it by name (the error fragment).
+TOOLKIT_KEYS: list[tuple[str, str, bool | str]] = [
+    ("tls_server_config.cert_file", "cert_file: server.crt", True),
+    ("tls_server_config.key_file", "key_file: server.key", True),
+    ("tls_server_config.client_auth_type", "client_auth_type: NoClientCert", True),
+    ("tls_server_config.client_ca_file",
+     "client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: test-ca.crt", True),
+    ("tls_server_config.min_version", "min_version: TLS12", True),
+    ("tls_server_config.max_version", "max_version: TLS13", True),
+    ("tls_server_config.prefer_server_cipher_suites", "prefer_server_cipher_suites: true", True),
+    ("tls_server_config.cipher_suites", "cipher_suites: [TLS_AES_128_GCM_SHA256]",
+     "is not supported"),
+    ("tls_server_config.curve_preferences", "curve_preferences: [X25519]", "is not supported"),
+    ("tls_server_config.client_allowed_sans", "client_allowed_sans: [a.example]",
+     "is not supported"),
+    ("tls_server_config.cert", "cert: inline", "(an inline certificate) is not supported"),
+    ("tls_server_config.key", "key: inline", "(an inline key) is not supported"),
+    ("tls_server_config.client_ca", "client_ca: inline",
+     "(an inline CA certificate) is not supported: use client_ca_file"),
+    ("http_server_config.http2", None, True),
+    ("http_server_config.headers", None, True),
+    ("basic_auth_users", None, True),
+    ("rate_limit.interval", None, True),
+    ("rate_limit.burst", None, True),
+]
+
+
+def toolkit_file(key: str, tls_line: str | None) -> str:
+    tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    if tls_line is not None:
+        lines = [f"  {line.strip()}" for line in tls_line.split("\n")
+                 if not line.strip().startswith(("cert_file:", "key_file:"))]
+        return tls + "".join(f"{line}\n" for line in lines)
+    section = key.split(".")[0]
+    return tls + {
+        "http_server_config": "http_server_config:\n  http2: false\n"
+                              "  headers: {X-Content-Type-Options: nosniff}\n",
+        "basic_auth_users": f"basic_auth_users:\n  prometheus: '{hashed()}'\n",
+        "rate_limit": "rate_limit:\n  interval: 1s\n  burst: 5\n",
+    }[section]
+
+
+@pytest.mark.parametrize(("key", "line", "outcome"), TOOLKIT_KEYS,
+                         ids=[k for k, _, _ in TOOLKIT_KEYS])
+def test_every_exporter_toolkit_key_is_honoured_or_refused_by_name(
+    pki: Pki, key: str, line: str | None, outcome: bool | str
+) -> None:
+    path = write_web_config(pki, "toolkit.yml", toolkit_file(key, line))
+    if outcome is True:
+        assert load_web_config(path).ssl_context is not None
+    else:
+        with pytest.raises(ConfigError) as caught:
+            load_web_config(path)
+        assert f'field "{key}": {outcome}' in str(caught.value)
+        assert "inline" not in str(caught.value).split(":", 1)[0]
+
+
+# --------------------------------------------------------------------------- rate_limit
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("rate_limit:\n  interval: 1s\n", 'field "rate_limit.burst": must be at least 1 when '
+     "interval is set"),
+    ("rate_limit:\n  interval: -1\n  burst: 1\n",
+     'field "rate_limit.interval": must not be negative'),
+    ("rate_limit:\n  interval: soon\n  burst: 1\n", 'field "rate_limit.interval": invalid '
+     "duration"),
+    ("rate_limit:\n  interval: 1s\n  burst: 1\n  per_ip: true\n",
+     'field "rate_limit.per_ip": unknown key'),
+])
+def test_bad_rate_limits_are_refused(pki: Pki, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_web_config(write_web_config(pki, "rate.yml", text))
+
+
+def test_rate_limit_answers_429_before_auth(pki: Pki) -> None:
+    text = (f"basic_auth_users:\n  prometheus: '{hashed()}'\n"
+            "rate_limit:\n  interval: 1m\n  burst: 2\n")
+    config = load_web_config(write_web_config(pki, "limited.yml", text))
+    assert "rate limit: one request per 60s, bursts of 2 (429 beyond)" in config.summary()
+    with running_exporter(NO_PROVIDERS, log_level="info", web_config=config) as h:
+        assert httpx.get(h.url("/metrics"), auth=("prometheus", PASSWORD)).status_code == 200
+        assert h.get("/metrics").status_code == 401
+        refused = h.get("/metrics")  # the burst is spent; no credentials needed to see it
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert httpx.get(h.url("/metrics"), auth=("prometheus", PASSWORD)).status_code == 429
+
+
+def test_zero_interval_turns_the_rate_limit_off(pki: Pki) -> None:
+    config = load_web_config(write_web_config(pki, "off.yml", "rate_limit:\n  interval: 0\n"))
+    assert config.rate_limit is None and "rate limit: off" in config.summary()
+
+
+# --------------------------------------------------------------------------- re-reading
+
+
+def serving_file(pki: Pki, path: Path) -> Any:
+    return running_exporter(NO_PROVIDERS, log_level="debug", web_config=load_web_config(path),
+                            config_check_interval=0.05)
+
+
+def served_certificate(port: int, pki: Pki) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, \
+            client_context(pki).wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+        cert = tls.getpeercert(binary_form=True)
+        assert cert is not None
+        return cert
+
+
+def pem_to_der(path: Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+def test_a_renewed_certificate_is_served_on_the_next_connection(
+    pki: Pki, tmp_path: Path
+) -> None:
+    for name in ("test-ca.crt", "server.crt", "server.key"):
+        shutil.copy(pki.dir / name, tmp_path / name)
+    web = tmp_path / "web.yml"
+    web.write_text(tls_block())
+    renewed_cert, renewed_key = another_server_certificate(pki, "renewed", 90)
+    with serving_file(pki, web) as h, \
+            httpx.Client(verify=client_context(pki), timeout=10) as kept:
+        assert served_certificate(h.port, pki) == pem_to_der(pki.server_cert)
+        assert kept.get(h.url("/-/healthy")).status_code == 200
+        # Renewal writes the new key, then the new certificate (cert-manager and
+        # certbot replace files, not edit them in place).
+        shutil.copy(renewed_key, tmp_path / "server.key.new")
+        os.replace(tmp_path / "server.key.new", tmp_path / "server.key")
+        shutil.copy(renewed_cert, tmp_path / "server.crt.new")
+        os.replace(tmp_path / "server.crt.new", tmp_path / "server.crt")
+        wait_for(lambda: served_certificate(h.port, pki) == pem_to_der(renewed_cert),
+                 message="the renewed certificate")
+        # A connection opened before the renewal keeps working.
+        assert kept.get(h.url("/-/healthy")).status_code == 200
+        # A broken rewrite is logged once, and the last good config stays in force.
+        # (Files are looked at when connections come, as exporter-toolkit does.)
+        web.write_text(tls_block() + "basic_auth_users:\n  x: not-a-hash\n")
+        wait_for(lambda: served_certificate(h.port, pki) == pem_to_der(renewed_cert)
+                 and "web config changed but cannot be used" in h.logs.getvalue(),
+                 message="the error")
+        assert h.logs.getvalue().count("web config changed but cannot be used") == 1
+        assert httpx.get(h.url("/-/healthy"), verify=client_context(pki)).status_code == 200
+        assert "not-a-hash" not in h.logs.getvalue()
+
+
+def test_users_change_without_a_restart_and_tls_cannot_be_switched_off(pki: Pki) -> None:
+    path = write_web_config(pki, "users.yml", f"basic_auth_users:\n  alice: '{hashed()}'\n")
+    with serving_file(pki, path) as h:
+        assert httpx.get(h.url("/-/healthy"), auth=("alice", PASSWORD)).status_code == 200
+        path.write_text(f"basic_auth_users:\n  bob: '{hashed('b')}'\n")
+        wait_for(lambda: httpx.get(h.url("/-/healthy"), auth=("bob", "b")).status_code == 200,
+                 message="bob admitted")
+        assert httpx.get(h.url("/-/healthy"), auth=("alice", PASSWORD)).status_code == 401
+        path.write_text(tls_block() + f"basic_auth_users:\n  bob: '{hashed('b')}'\n")
+        # Still plain HTTP with the previous users, and an error saying why.
+        wait_for(lambda: httpx.get(h.url("/-/healthy"), auth=("bob", "b")).status_code == 200
+                 and "turning TLS on or off needs a restart" in h.logs.getvalue(),
+                 message="the refusal")
+
+
+def test_unchanged_users_keep_their_verified_passwords(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting(password: bytes, hashed_password: bytes) -> bool:
+        calls.append(hashed_password)
+        return real_checkpw(password, hashed_password)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    users = f"basic_auth_users:\n  alice: '{hashed()}'\n"
+    path = write_web_config(pki, "cache.yml", users)
+    with serving_file(pki, path) as h:
+        assert httpx.get(h.url("/-/healthy"), auth=("alice", PASSWORD)).status_code == 200
+        path.write_text(users + "http_server_config:\n  headers: {X-Frame-Options: deny}\n")
+        wait_for(lambda: httpx.get(h.url("/-/healthy"), auth=("alice", PASSWORD))
+                 .headers.get("X-Frame-Options") == "deny", message="the new header")
+    assert len(calls) == 1  # verified once, before and after the re-read

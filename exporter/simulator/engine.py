@@ -595,6 +595,8 @@ class Engine:
             response = DROP
         elif faults.api_server_error:
             response = html_response(500, _HTML_500)
+        elif faults.api_refuses_tokens and request.headers.get("authorization"):
+            response = Response(401)
         else:
             method = "GET" if request.method == "HEAD" else request.method
             response = (self.vendor.route(self, request, method)

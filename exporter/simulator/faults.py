@@ -24,6 +24,9 @@ class Faults:
     lifetime: int | None = None  # lifetime (s) of newly issued tokens
     api_server_error: bool = False  # API endpoints answer 500 with an HTML page
     api_delay: float = 0.0  # seconds to wait before answering an API request
+    #: API endpoints refuse every bearer token with a bare 401 (no body, no
+    #: WWW-Authenticate): a gateway misconfiguration, API access withdrawn.
+    api_refuses_tokens: bool = False
     # Vendors with OpenID Connect discovery and JWT client authentication (oidc):
     wrong_issuer: bool = False  # the discovery document names another issuer
     discovery_status: int | None = None  # discovery answers this 4xx/5xx status instead
@@ -32,6 +35,7 @@ class Faults:
 
 _BOOL_FAULTS = frozenset(
     {"wrong_credentials", "server_error", "non_json", "rate_limited", "api_server_error",
+     "api_refuses_tokens",
      "wrong_issuer", "replayed_jti"}
 )
 _SECONDS_FAULTS = frozenset({"delay", "api_delay"})

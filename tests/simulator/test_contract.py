@@ -212,6 +212,20 @@ def test_api_server_error_fault(case: VendorCase, make: Factory, http: httpx.Cli
 
 
 @by_case
+def test_api_refuses_tokens_fault(case: VendorCase, make: Factory, http: httpx.Client) -> None:
+    provider = make(case.kind)
+    provider.set_faults(api_refuses_tokens=True)
+
+    refused = call_api(http, provider, get_token(http, provider))
+
+    assert refused.status_code == 401
+    assert refused.content == b"" and "www-authenticate" not in refused.headers
+    assert request_token(http, provider).status_code == 200  # token side unaffected
+    provider.clear_faults()
+    assert call_api(http, provider, get_token(http, provider)).status_code == 200
+
+
+@by_case
 def test_unknown_path_is_json_404(case: VendorCase, make: Factory, http: httpx.Client) -> None:
     provider = make(case.kind)
     response = http.get(provider.base_url + "/no/such/thing")

@@ -1,0 +1,2 @@
+// jsonnet -m out/ mixin/lib/dashboards.jsonnet   (one JSON file per dashboard)
+(import '../mixin.libsonnet').grafanaDashboards
