@@ -50,27 +50,19 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         simulator_process,
         wait_started_up,
     )
-    from exporter.app import Exporter
     from exporter.logsetup import Redactor, setup_logging
-    from exporter.web import WebServer, build_web_app
+    from exporter.service import build_service
 
     result: dict[str, Any] = {"credentials": n, "imports": _status("VmRSS")}
     with simulator_process(n, UNLIMITED_KINDS, max_seconds=startup_timeout + 120) as sim:
         config = build_config(n, sim.base_urls, UNLIMITED_KINDS, probe_interval=30)
         redactor = Redactor()
-        redactor.add(*config.secrets())
         setup_logging("info", "text", redactor, stream=io.StringIO())
-        exporter = Exporter(config, on_token=redactor.add)
-
-        async def no_reload() -> tuple[bool, str]:
-            return False, "not in a benchmark"
-
         # Through prometheus-client's encoder, as the recorded figures were taken.
-        app = build_web_app(exporter, no_reload, direct_render=False)
-        web = WebServer(app, "127.0.0.1:0")
-        await web.start()
+        service = build_service(config, redactor=redactor, direct_render=False)
+        exporter, app = service.exporter, service.app
         started = time.monotonic()
-        await exporter.start()
+        await service.start()
         states = list(exporter.provider_states())
         await wait_started_up(exporter, n, startup_timeout, 0.5)
         result["startup_seconds"] = time.monotonic() - started
@@ -82,8 +74,7 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         result["peak"] = _status("VmHWM")
         result["failures"] = sum(sum(s.failures.values()) + sum(
             sum(p.failures.values()) for p in s.probes.values()) for s in states)
-        await web.stop()
-        await exporter.stop()
+        await service.stop()
     return result
 
 

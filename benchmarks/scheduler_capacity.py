@@ -90,9 +90,8 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         wait_started_up,
     )
     from benchmarks._common import build_config as _build
-    from exporter.app import Exporter
     from exporter.logsetup import Redactor, setup_logging
-    from exporter.web import WebServer, build_web_app
+    from exporter.service import build_service
 
     interval, duration = opts.interval, opts.duration
     scrape_interval, startup_timeout = opts.scrape_interval, opts.startup_timeout
@@ -121,18 +120,12 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         config = _build(n, sim.base_urls, UNLIMITED_KINDS, probe_interval=interval)
         # As in production (cli.py): a redacting log handler at info level.
         redactor = Redactor()
-        redactor.add(*config.secrets())
         setup_logging("info", "text", redactor, stream=io.StringIO())
-        exporter = Exporter(config, on_token=redactor.add, on_probe_lateness=on_lateness)
-
-        async def no_reload() -> tuple[bool, str]:
-            return False, "not in a benchmark"
-
-        app = build_web_app(exporter, no_reload, direct_render=opts.direct_render)
-        web = WebServer(app, "127.0.0.1:0")
-        await web.start()
+        service = build_service(config, redactor=redactor, on_probe_lateness=on_lateness,
+                                direct_render=opts.direct_render)
+        exporter, web = service.exporter, service.web
         started = time.time()
-        await exporter.start()
+        await service.start()
         states = list(exporter.provider_states())
         await wait_started_up(exporter, n, startup_timeout, 0.2)
         startup_seconds = time.time() - started
@@ -157,8 +150,7 @@ async def _measure(n: int, opts: argparse.Namespace) -> dict[str, Any]:
         sim_stats = sim.stats()
         failures = sum(sum(p.failures.values()) for s in states for p in s.probes.values())
         attempts = sum(p.attempts for s in states for p in s.probes.values())
-        await web.stop()
-        await exporter.stop()
+        await service.stop()
     gc.callbacks.remove(on_gc)
     steady_gc = [seconds for at, seconds in gc_pauses if at >= steady_from]
 

@@ -39,9 +39,9 @@ from benchmarks._common import (
     machine,
     simulator_process,
 )
-from exporter.app import Exporter
 from exporter.errors import ErrorClass
 from exporter.logsetup import Redactor, setup_logging
+from exporter.service import build_service
 
 RENEW_AT = 0.67  # the config defaults, stated here so the arithmetic below is visible
 RENEW_JITTER = 0.05
@@ -54,15 +54,15 @@ async def run(n: int, lifetime: int, window: float, probe_interval: float) -> di
                               defaults={"renew_at_fraction": RENEW_AT,
                                         "renew_jitter": RENEW_JITTER})
         redactor = Redactor()
-        redactor.add(*config.secrets())
         setup_logging("info", "text", redactor, stream=io.StringIO())
-        exporter = Exporter(config, on_token=redactor.add)
+        service = build_service(config, redactor=redactor)
+        exporter = service.exporter
         started = time.time()
-        await exporter.start()
+        await service.start()
         await asyncio.sleep(window)
         states = list(exporter.provider_states())
         elapsed = time.time() - started
-        await exporter.stop()
+        await service.stop()
         log = sim.token_log()
         stats = sim.stats()
 

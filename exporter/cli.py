@@ -32,9 +32,10 @@ from exporter.logsetup import (
     Redactor,
     setup_logging,
 )
+from exporter.service import build_service
 from exporter.sharding import select
 from exporter.sharding import validate as validate_shard
-from exporter.web import Limits, WebServer, build_web_app, raise_open_files_limit
+from exporter.web import Limits, raise_open_files_limit
 from exporter.web.app import DEFAULT_MAX_REQUESTS, check_telemetry_path
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -231,18 +232,18 @@ class Runner:
             if simulation is not None:
                 simulation.stop()
             return 1
-        self.redactor.add(*config.secrets())
-        exporter = Exporter(config, on_token=self.redactor.add)
-        self.exporter = exporter
         old, new = raise_open_files_limit()
         if new != old:
             log.debug("open-files limit raised from %d to %d", old, new)
-        app = build_web_app(exporter, self.reload,
-                            telemetry_path=self.settings.web_telemetry_path,
-                            max_requests=self.settings.web_max_requests)
         limits = self.settings.web_limits()
         try:
-            web = WebServer(app, self.settings.web_listen_address, web_config, limits)
+            service = build_service(
+                config, redactor=self.redactor, reload=self.reload,
+                listen=self.settings.web_listen_address, web_config=web_config,
+                limits=limits, telemetry_path=self.settings.web_telemetry_path,
+                max_requests=self.settings.web_max_requests)
+            self.exporter = exporter = service.exporter
+            web = service.web
             # Bound before the exporter starts: a busy port fails before any token request.
             await web.start()
         except (OSError, ValueError) as exc:

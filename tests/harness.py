@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 from exporter.app import Exporter
 from exporter.config import Config, parse_config
 from exporter.logsetup import Redactor, setup_logging
-from exporter.web import Limits, WebApp, WebServer, build_web_app
+from exporter.service import build_service
+from exporter.web import Limits, WebApp, WebServer
 from exporter.webconfig import WebConfig
 
 T = TypeVar("T")
@@ -96,18 +97,13 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
 
     def on_token(value: str) -> None:
         tokens.append(value)
-        redactor.add(value)
 
-    exporter = Exporter(config, on_token=on_token)
-
-    async def reload() -> tuple[bool, str]:
-        return False, "reload not wired in this harness"
-
-    app = build_web_app(exporter, reload, telemetry_path=telemetry_path)
-    web = WebServer(app, "127.0.0.1:0", web_config, limits,
-                    config_check_interval=config_check_interval)
-    asyncio.run_coroutine_threadsafe(web.start(), loop).result(10)
-    asyncio.run_coroutine_threadsafe(exporter.start(), loop).result(10)
+    service = build_service(config, redactor=redactor, on_token=on_token,
+                            web_config=web_config, limits=limits,
+                            telemetry_path=telemetry_path,
+                            config_check_interval=config_check_interval)
+    exporter, app, web = service.exporter, service.app, service.web
+    asyncio.run_coroutine_threadsafe(service.start(), loop).result(10)
     try:
         yield Harness(exporter, app.registry, loop, web.port, logs, tokens, web.scheme,
                       web, app)
