@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     shard: int = 0
     total_shards: int = 1
+    metrics_histogram_buckets: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--total-shards", dest="total_shards", type=int, metavar="M",
         help="number of replicas sharing the provider file; each provider is held by "
         "exactly one (env TOKEN_EXPORTER_TOTAL_SHARDS; default 1)")
+    add("--metrics.histogram-buckets", dest="metrics_histogram_buckets", action="store_const",
+        const=True, help="export latency histograms with buckets (11 more series per "
+        "credential and per probe) instead of _sum/_count only "
+        "(env TOKEN_EXPORTER_METRICS_HISTOGRAM_BUCKETS; default off)")
     add("--demo", action="store_true",
         help="run simulated copies of the five seed providers on loopback and monitor them")
     add("--check-config", action="store_true",
@@ -161,7 +166,8 @@ class Runner:
         self.redactor.add(*config.secrets())
         exporter = Exporter(config, on_token=self.redactor.add)
         self.exporter = exporter
-        app = build_web_app(exporter, self.reload_from_thread)
+        app = build_web_app(exporter, self.reload_from_thread,
+                            histogram_buckets=self.settings.metrics_histogram_buckets)
         try:
             web = WebServer(app, self.settings.web_listen_address, web_config)
         except (OSError, ValueError) as exc:

@@ -155,6 +155,7 @@ class ProbeRunner:
         ps.status = outcome.status
         ps.success = outcome.error is None
         ps.last_error = outcome.error
+        ps.consecutive_failures = 0 if outcome.error is None else ps.consecutive_failures + 1
         if outcome.error is ErrorClass.NO_TOKEN:
             ps.failures[outcome.error] += 1
             return  # nothing was sent: no attempt, no latency

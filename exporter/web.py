@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
-from exporter.collector import StateSource, TokenHealthCollector
+from exporter.collector import Exposition, StateSource
 from exporter.state import ProviderState
 from exporter.webconfig import REALM, TLS_HANDSHAKE_TIMEOUT, BasicAuth, WebConfig
 
@@ -136,17 +136,15 @@ class Monitored(StateSource, Protocol):
 
 
 def build_web_app(source: Monitored, reload: Callable[[], tuple[bool, str]], *,
-                  direct_render: bool = True) -> WebApp:
-    """The web app for an exporter: a registry holding only its collector.
+                  direct_render: bool = True, histogram_buckets: bool = False) -> WebApp:
+    """The web app for an exporter: its metrics (``exporter.collector.Exposition``).
 
     ``direct_render=False`` serves through prometheus-client's encoder instead
-    of ``TokenHealthCollector.render`` (same bytes, slower; for benchmarks).
+    of ``Exposition.render`` (same bytes, slower; for benchmarks).
     """
-    registry = CollectorRegistry(auto_describe=False)
-    collector = TokenHealthCollector(source)
-    registry.register(collector)
-    return WebApp(registry, source.provider_states, source.ready, reload,
-                  render=collector.render if direct_render else None)
+    exposition = Exposition(source, histogram_buckets=histogram_buckets)
+    return WebApp(exposition.registry, source.provider_states, source.ready, reload,
+                  render=exposition.render if direct_render else None)
 
 
 def _probe_word(success: bool | None) -> str:
