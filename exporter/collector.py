@@ -26,6 +26,7 @@ collectors and gzip.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 import zlib
@@ -64,10 +65,12 @@ _om_latest: Callable[[CollectorRegistry], bytes] = _om_generate_latest
 #: floatToGoString() of small whole numbers, made once.
 _SMALL: tuple[str, ...] = tuple(_float_str(float(i)) for i in range(4096))
 
-#: gzip level for /metrics. Measured on the 1,000-credential exposition
-#: (benchmarks/README.md, scrape): level 1 compresses ~2.2 MB in ~12 ms to
-#: ~20 %; level 6 (gzip's default) takes 3.5x as long for a body only ~20 %
-#: smaller, which on a scrape path over a LAN costs more time than it saves.
+#: gzip level for /metrics, chosen by measurement on the 1,000-credential
+#: exposition (2.7 MB, 2 probes each; benchmarks/README.md, scrape): level 1
+#: compresses it in ~9 ms of CPU to 259 KB; level 6 (gzip's default) takes
+#: ~29 ms for 206 KB, 3x the time to save 53 KB, which a LAN carries in well
+#: under a millisecond. With ``GzipCache`` only what changed since the last
+#: scrape is compressed again, ~3 ms at level 1.
 GZIP_LEVEL = 1
 
 
@@ -232,7 +235,7 @@ def _plan(family: Family[Any], buckets: bool) -> _Plan:
 #: many providers or their probes), so a scrape joins a few hundred pieces
 #: rather than one per family per subject; a block is joined again only when
 #: one of its subjects' text for that family changed.
-BLOCK = 32
+BLOCK = 128
 
 
 #: What no reader returns: a subject not rendered yet.
@@ -288,6 +291,7 @@ class TokenHealthCollector(Collector):
                               for p in self._plans] for om in (False, True)}
         self._states: list[ProviderState] = []
         self._blocks: list[_Block] = []
+        self._exporter_texts: dict[int, bytes] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> Iterator[Metric]:
@@ -325,11 +329,16 @@ class TokenHealthCollector(Collector):
         (all our names are legacy-valid). ``eof=False`` leaves out OpenMetrics'
         final ``# EOF``, for a caller that appends other collectors' families.
         """
-        with self._lock:
-            parts = self._render(openmetrics)
+        parts = self.pieces(openmetrics)
         if openmetrics and eof:
             parts.append(b"# EOF\n")
         return b"".join(parts)
+
+    def pieces(self, openmetrics: bool = False) -> list[bytes]:
+        """``render(openmetrics, eof=False)`` in pieces, for ``GzipCache``: a piece
+        that did not change since the last call is the same object."""
+        with self._lock:
+            return self._render(openmetrics)
 
     def _render(self, openmetrics: bool) -> list[bytes]:
         now = self._clock()
@@ -347,7 +356,11 @@ class TokenHealthCollector(Collector):
             family = plan.family
             lines = plan.lines
             if family.subject == "exporter":
-                out.append(lines(self._source, "", now).encode())
+                text = lines(self._source, "", now).encode()
+                # The same object when unchanged, so that GzipCache reuses it.
+                if text != self._exporter_texts.get(i):
+                    self._exporter_texts[i] = text
+                out.append(self._exporter_texts[i])
             else:
                 for block in blocks:
                     text = block.texts[i]
@@ -441,13 +454,55 @@ def _add_samples(metric: Metric, family: Family[Any], subject: Any, base: list[s
             metric.add_metric([*base, *extra], v)
 
 
+#: A gzip member header: no name, no mtime (RFC 1952), "unknown" OS.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+#: A final, empty deflate block: what ends a stream after a sync flush.
+_DEFLATE_END = b"\x03\x00"
+
+
+class GzipCache:
+    """Gzip for a body made of pieces, recompressing only the pieces that are new.
+
+    Each piece is deflated on its own and ended with a sync flush, so the
+    pieces' compressed forms can be laid end to end as one deflate stream
+    (as parallel gzip tools do); the CRC-32 is computed over the whole body.
+    A piece that is the same object as at the last call reuses its compressed
+    form: at 1,000 credentials most of ``/metrics`` did not change between
+    two scrapes. The price is a body ~20 % larger than one-shot compression.
+    """
+
+    def __init__(self, level: int = GZIP_LEVEL) -> None:
+        self.level = level
+        self._known: dict[int, tuple[bytes, bytes]] = {}
+
+    def compress(self, pieces: Sequence[bytes]) -> bytes:
+        known, kept = self._known, {}
+        out, crc, size = [_GZIP_HEADER], 0, 0
+        for piece in pieces:
+            if not piece:
+                continue
+            hit = known.get(id(piece))
+            if hit is None or hit[0] is not piece:
+                deflate = zlib.compressobj(self.level, zlib.DEFLATED, -15)
+                hit = (piece, deflate.compress(piece) + deflate.flush(zlib.Z_SYNC_FLUSH))
+            kept[id(piece)] = hit  # holding the piece keeps its id from being reused
+            out.append(hit[1])
+            crc = zlib.crc32(piece, crc)
+            size += len(piece)
+        self._known = kept
+        out += (_DEFLATE_END, struct.pack("<II", crc, size & 0xFFFFFFFF))
+        return b"".join(out)
+
+
 class Exposition:
     """What ``/metrics`` serves: our families, then prometheus-client's standard
     ``process_*``/``python_*`` collectors, optionally gzipped.
 
     ``registry`` holds all of them (for ``get_sample_value`` and the encoders);
     ``render()`` is byte for byte ``generate_latest(registry)`` (or the
-    OpenMetrics encoder's output), made fast for our part.
+    OpenMetrics encoder's output), made fast for our part. Both ``render``
+    and ``render_gzip`` only read state and may run in any thread (the web
+    server calls them off the event loop).
     """
 
     def __init__(self, source: StateSource, *, histogram_buckets: bool = False,
@@ -464,15 +519,21 @@ class Exposition:
         for c in standard:
             self.registry.register(c)
             self._standard.register(c)
+        self._gzip = {om: GzipCache() for om in (False, True)}
+        self._gzip_lock = threading.Lock()
+
+    def _pieces(self, openmetrics: bool) -> list[bytes]:
+        pieces = self.collector.pieces(openmetrics)
+        # The OpenMetrics encoder ends with "# EOF\n", which must come last, once.
+        pieces.append((_om_latest if openmetrics else generate_latest)(self._standard))
+        return pieces
 
     def render(self, openmetrics: bool = False) -> bytes:
         """The whole exposition, text format 0.0.4 or OpenMetrics 1.0."""
-        ours = self.collector.render(openmetrics, eof=False)
-        if openmetrics:
-            # The encoder ends with "# EOF\n", which must come last once.
-            return ours + _om_latest(self._standard)
-        return ours + generate_latest(self._standard)
+        return b"".join(self._pieces(openmetrics))
 
     def render_gzip(self, openmetrics: bool = False) -> bytes:
-        """``render()`` compressed once, for ``Content-Encoding: gzip``."""
-        return zlib.compress(self.render(openmetrics), GZIP_LEVEL, wbits=31)
+        """``render()`` as a gzip member, for ``Content-Encoding: gzip``."""
+        pieces = self._pieces(openmetrics)
+        with self._gzip_lock:
+            return self._gzip[openmetrics].compress(pieces)

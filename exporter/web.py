@@ -46,6 +46,7 @@ class WebApp:
         reload: Callable[[], tuple[bool, str]],
         clock: Callable[[], float] = time.time,
         render: Callable[[bool], bytes] | None = None,
+        render_gzip: Callable[[bool], bytes] | None = None,
     ) -> None:
         self.registry = registry
         self.states = states
@@ -56,6 +57,9 @@ class WebApp:
         #: (``TokenHealthCollector.render``): the same bytes as the encoder,
         #: 12-19x faster at 1,000 credentials (benchmarks/README.md).
         self.render = render
+        #: The same, gzip-compressed (``Exposition.render_gzip``: recompresses
+        #: only what changed since the last scrape).
+        self.render_gzip = render_gzip
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept or "")
@@ -65,6 +69,14 @@ class WebApp:
             openmetrics = content_type.startswith("application/openmetrics-text")
             return self.render(openmetrics), content_type
         return encoder(self.registry), content_type
+
+    def metrics_gzip(self, accept: str | None) -> tuple[bytes, str] | None:
+        """``metrics()`` gzip-compressed by the renderer, or None where it cannot."""
+        _, content_type = choose_encoder(accept or "")
+        if self.render_gzip is None or "escaping=dots" in content_type:
+            return None
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        return self.render_gzip(openmetrics), content_type
 
     def landing(self) -> bytes:
         now = self.clock()
@@ -144,7 +156,8 @@ def build_web_app(source: Monitored, reload: Callable[[], tuple[bool, str]], *,
     """
     exposition = Exposition(source, histogram_buckets=histogram_buckets)
     return WebApp(exposition.registry, source.provider_states, source.ready, reload,
-                  render=exposition.render if direct_render else None)
+                  render=exposition.render if direct_render else None,
+                  render_gzip=exposition.render_gzip if direct_render else None)
 
 
 def _probe_word(success: bool | None) -> str:
@@ -183,7 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
               extra: dict[str, str] | None = None) -> None:
-        if "gzip" in self.headers.get("Accept-Encoding", "") and len(body) > 1024:
+        if ("gzip" in self.headers.get("Accept-Encoding", "") and len(body) > 1024
+                and "Content-Encoding" not in (extra or {})):
             body = gzip.compress(body, compresslevel=1)
             extra = {**(extra or {}), "Content-Encoding": "gzip"}
         self.send_response(status)
@@ -205,7 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         try:
             if path == "/metrics" and self.command in ("GET", "HEAD"):
-                body, ctype = app.metrics(self.headers.get("Accept"))
+                accept = self.headers.get("Accept")
+                zipped = (app.metrics_gzip(accept)
+                          if "gzip" in self.headers.get("Accept-Encoding", "") else None)
+                if zipped is not None:
+                    self._send(200, zipped[0], zipped[1], extra={"Content-Encoding": "gzip"})
+                    return
+                body, ctype = app.metrics(accept)
                 self._send(200, body, ctype)
             elif path == "/" and self.command in ("GET", "HEAD"):
                 self._send(200, app.landing(), "text/html; charset=utf-8")

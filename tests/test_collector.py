@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import types
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from pydantic import SecretStr
 
 import exporter.metrics
 from exporter.cli import load_settings
-from exporter.collector import Exposition, TokenHealthCollector, _value
+from exporter.collector import Exposition, GzipCache, TokenHealthCollector, _value
 from exporter.config import Config, parse_config
 from exporter.errors import ErrorClass
 from exporter.metrics import FAMILIES, Family, read_revision
@@ -495,6 +496,27 @@ def test_exposition_adds_process_and_python_collectors_and_gzip() -> None:
     assert exposition.registry.get_sample_value("oauth_token_pending",
                                                 {"provider": "starting"}) == 1.0
     assert exposition.registry.get_sample_value("process_cpu_seconds_total") is not None
+
+
+def test_gzip_reuses_unchanged_pieces_and_stays_one_valid_stream() -> None:
+    states = healthy_states(300)
+    collector, _ = collector_for(states)
+    cache = GzipCache()
+    first_pieces = collector.pieces(True)
+    first = cache.compress(first_pieces)
+    states[5].probes["head"].attempts += 1  # one probe ran
+    pieces = collector.pieces(True)
+    reused = [p for p in pieces if any(p is q for q in first_pieces)]
+    assert len(reused) == len(pieces) - 1  # only its family's block changed
+    second = cache.compress(pieces)
+    body = b"".join(pieces)
+    assert gzip.decompress(first) == b"".join(first_pieces)
+    assert gzip.decompress(second) == body
+    # Streaming decoders (what HTTP clients use) and the gzip tool agree.
+    assert zlib.decompressobj(wbits=31).decompress(second) == body
+    tool = subprocess.run(["gzip", "-dc"], input=second, capture_output=True, check=True)
+    assert tool.stdout == body
+    assert len(second) < len(body) / 5
 
 
 def test_histogram_buckets_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
