@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.server
+import math
 import multiprocessing
 import os
 import re
@@ -106,10 +107,12 @@ def _free_port() -> int:
 
 
 def _wait_started(base: str, n: int, timeout: float, proc: subprocess.Popen[bytes]) -> float:
-    """Seconds until ready and every probe has a result; raises on timeout."""
+    """Seconds until ready and 99 % of the probes have sent a request; raises on
+    timeout. (A credential whose first token request failed waits for its
+    backoff, up to minutes, before its probes send anything.)"""
     started = time.monotonic()
     deadline = started + timeout
-    want, ran = 2 * n, 0
+    want, ran = math.ceil(0.99 * 2 * n), 0
     with httpx.Client(timeout=30, trust_env=False) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:

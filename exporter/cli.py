@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of replicas sharing the provider file; each provider is held by "
         "exactly one (env TOKEN_EXPORTER_TOTAL_SHARDS; default 1)")
     add("--metrics.histogram-buckets", dest="metrics_histogram_buckets", action="store_const",
-        const=True, help="export latency histograms with buckets (11 more series per "
+        const=True, help="export latency histograms with buckets (10 more series per "
         "credential and per probe) instead of _sum/_count only "
         "(env TOKEN_EXPORTER_METRICS_HISTOGRAM_BUCKETS; default off)")
     add("--demo", action="store_true",

@@ -356,10 +356,10 @@ class TokenHealthCollector(Collector):
             family = plan.family
             lines = plan.lines
             if family.subject == "exporter":
-                text = lines(self._source, "", now).encode()
+                fresh = lines(self._source, "", now).encode()
                 # The same object when unchanged, so that GzipCache reuses it.
-                if text != self._exporter_texts.get(i):
-                    self._exporter_texts[i] = text
+                if fresh != self._exporter_texts.get(i):
+                    self._exporter_texts[i] = fresh
                 out.append(self._exporter_texts[i])
             else:
                 for block in blocks:

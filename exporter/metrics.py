@@ -233,6 +233,19 @@ FAMILIES: tuple[Family[Any], ...] = (
 )
 
 
+def sample_names(histogram_buckets: bool = False) -> frozenset[str]:
+    """Every sample name the exporter's own families can produce, for checking
+    alert rules and dashboards against the contract."""
+    names: set[str] = set()
+    for f in FAMILIES:
+        if f.type == "histogram":
+            suffixes = ("_count", "_sum", "_bucket") if histogram_buckets else ("_count", "_sum")
+            names.update(f.name + s for s in suffixes)
+        else:
+            names.add(f.name + "_total" if f.type == "counter" else f.name)
+    return frozenset(names)
+
+
 # --------------------------------------------------------------------------- build info
 
 

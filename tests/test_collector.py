@@ -41,7 +41,7 @@ from exporter.cli import load_settings
 from exporter.collector import Exposition, GzipCache, TokenHealthCollector, _value
 from exporter.config import Config, parse_config
 from exporter.errors import ErrorClass
-from exporter.metrics import FAMILIES, Family, read_revision
+from exporter.metrics import FAMILIES, Family, read_revision, sample_names
 from exporter.probes import ProbeRunner
 from exporter.ratelimit import HostLimiter
 from exporter.renewal import TokenManager
@@ -244,6 +244,14 @@ def test_new_contract_values() -> None:
         "oauth_probe_duration_seconds_bucket",
         frozenset({"provider": "healthy", "probe": "templates", "le": "0.05"}.items()))] == 1.0
     assert value(states, "oauth_exporter_renewal_stalls_total") == 0
+
+
+def test_sample_names_are_what_the_renderer_writes() -> None:
+    for buckets in (False, True):
+        collector, _ = collector_for(fixed_states(), buckets)
+        written = {s.name for f in parse_text(collector.render().decode()) for s in f.samples}
+        # The fixed state exercises every family.
+        assert written == sample_names(buckets)
 
 
 def test_renewal_stalls_are_read_from_the_source() -> None:
