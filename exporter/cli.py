@@ -182,6 +182,10 @@ class Runner:
             signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
         )
         await exporter.start()
+        # Renders changed metrics on the loop as results come in, so that a
+        # scrape (in the web thread) has little left to do.
+        prerender = (asyncio.ensure_future(app.exposition.keep_rendered())
+                     if app.exposition is not None else None)
         web.start()
         log.info("listening on %s (port %d, %s)", self.settings.web_listen_address, web.port,
                  web.scheme)
@@ -197,6 +201,8 @@ class Runner:
             await stop.wait()
         finally:
             log.info("shutting down")
+            if prerender is not None:
+                prerender.cancel()
             web.stop()
             await exporter.stop()
             if simulation is not None:

@@ -9,12 +9,17 @@ Two ways, both driven by ``exporter.metrics.FAMILIES``:
   for byte what prometheus-client's text (0.0.4) or OpenMetrics encoder makes
   of ``collect()``, and is what ``/metrics`` serves.
 
-The direct renderer keeps, per provider and per probe, the text of each of its
-families, keyed by the subject's ``version`` (bumped by every state write):
-an unchanged subject costs a dict lookup. Only clock-dependent families
-(``oauth_token_expires_in_seconds``, ``oauth_token_valid``) are computed at
-every scrape. ``render()`` only reads state; it is safe to call from a thread
-other than the event loop's (see ``exporter.state``). Sample::
+What makes the direct renderer cheap at thousands of credentials: it keeps,
+per provider and per probe, what it last read for each family and the text it
+made of it. A subject whose ``version`` (bumped by every state write) has not
+moved is skipped; a value that reads as before is not formatted again; only
+clock-dependent families (``oauth_token_expires_in_seconds``,
+``oauth_token_valid``) are read at every scrape. Texts are joined per family
+in blocks of ``BLOCK`` providers, again only when one of them changed.
+``Exposition.keep_rendered`` does that work on the event loop as results come
+in, a block at a time, so a scrape has little left to do. ``render()`` only
+reads state; it is safe to call from a thread other than the event loop's
+(see ``exporter.state``). Sample::
 
     oauth_token_expires_in_seconds{provider="simpledocs-prod"} 4187.3
     oauth_token_refresh_failures_total{error="invalid_client",provider="simpledocs-prod"} 3.0
@@ -26,7 +31,8 @@ collectors and gzip.
 
 from __future__ import annotations
 
-import struct
+import asyncio
+import logging
 import threading
 import time
 import zlib
@@ -57,6 +63,8 @@ from exporter.state import Histogram, ProbeState, ProviderState
 
 __all__ = ["Exposition", "StateSource", "TokenHealthCollector"]
 
+log = logging.getLogger("exporter.collector")
+
 #: prometheus-client's value formatting (Go's float formatting), typed.
 _float_str: Callable[[float], str] = floatToGoString
 #: prometheus-client's OpenMetrics encoder, typed.
@@ -65,12 +73,10 @@ _om_latest: Callable[[CollectorRegistry], bytes] = _om_generate_latest
 #: floatToGoString() of small whole numbers, made once.
 _SMALL: tuple[str, ...] = tuple(_float_str(float(i)) for i in range(4096))
 
-#: gzip level for /metrics, chosen by measurement on the 1,000-credential
-#: exposition (2.7 MB, 2 probes each; benchmarks/README.md, scrape): level 1
-#: compresses it in ~9 ms of CPU to 259 KB; level 6 (gzip's default) takes
-#: ~29 ms for 206 KB, 3x the time to save 53 KB, which a LAN carries in well
-#: under a millisecond. With ``GzipCache`` only what changed since the last
-#: scrape is compressed again, ~3 ms at level 1.
+#: gzip level for /metrics, chosen by measurement (``python -m benchmarks.scrape``
+#: prints it): the 2.1 MB body of 1,000 credentials compresses at level 1 in
+#: ~7 ms of CPU to 204 KB; level 6 (gzip's default) takes ~23 ms for 164 KB,
+#: 3x the time to save 40 KB, which a LAN carries in well under a millisecond.
 GZIP_LEVEL = 1
 
 
@@ -287,11 +293,11 @@ class TokenHealthCollector(Collector):
                              if p.cached and p.family.subject == "probe"]
         self._scrape_plans = [(i, p.read, p.format) for i, p in enumerate(self._plans)
                               if p.family.per_scrape]
+        self._cached_indexes = [i for i, p in enumerate(self._plans) if p.cached]
         self._headers = {om: [_header(p.family.name, p.type, p.family.help, om).encode()
                               for p in self._plans] for om in (False, True)}
         self._states: list[ProviderState] = []
         self._blocks: list[_Block] = []
-        self._exporter_texts: dict[int, bytes] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> Iterator[Metric]:
@@ -335,8 +341,7 @@ class TokenHealthCollector(Collector):
         return b"".join(parts)
 
     def pieces(self, openmetrics: bool = False) -> list[bytes]:
-        """``render(openmetrics, eof=False)`` in pieces, for ``GzipCache``: a piece
-        that did not change since the last call is the same object."""
+        """``render(openmetrics, eof=False)`` in pieces, to be joined."""
         with self._lock:
             return self._render(openmetrics)
 
@@ -356,19 +361,18 @@ class TokenHealthCollector(Collector):
             family = plan.family
             lines = plan.lines
             if family.subject == "exporter":
-                fresh = lines(self._source, "", now).encode()
-                # The same object when unchanged, so that GzipCache reuses it.
-                if fresh != self._exporter_texts.get(i):
-                    self._exporter_texts[i] = fresh
-                out.append(self._exporter_texts[i])
+                out.append(lines(self._source, "", now).encode())
             else:
                 for block in blocks:
                     text = block.texts[i]
-                    if text is None:
-                        rows = block.providers if family.subject == "provider" else block.probes
-                        text = block.texts[i] = "".join([sub.texts[i] for _, sub in rows]).encode()
-                    out.append(text)
+                    out.append(self._join(block, i) if text is None else text)
         return out
+
+    def _join(self, block: _Block, i: int) -> bytes:
+        """A block's text for family ``i``, joined again from its subjects'."""
+        rows = block.providers if self._plans[i].family.subject == "provider" else block.probes
+        text = block.texts[i] = "".join([sub.texts[i] for _, sub in rows]).encode()
+        return text
 
     def _rebuild(self, states: list[ProviderState]) -> None:
         """New blocks for a new set of providers, keeping what is still valid."""
@@ -391,10 +395,37 @@ class TokenHealthCollector(Collector):
             blocks.append(_Block(providers, probes, families))
         self._states, self._blocks = states, blocks
 
-    def _refresh(self, block: _Block, now: float) -> None:
-        """Render again the subjects of a block that changed; mark what moved."""
+    def refresh_block(self, index: int) -> bool:
+        """Render again what changed in one block, ahead of the next scrape.
+
+        For the event loop, between its jobs (``Exposition.keep_rendered``): a
+        scrape then finds only the last moments' changes left to render. Does
+        nothing (False) while a scrape holds the renderer, or when the set of
+        providers changed (the scrape rebuilds the blocks) or the block is gone.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if index >= len(self._blocks) or list(self._source.provider_states()) != self._states:
+                return False
+            block = self._blocks[index]
+            self._refresh(block, self._clock(), scrape=False)
+            for i in self._cached_indexes:
+                if block.texts[i] is None:
+                    self._join(block, i)
+            return True
+        finally:
+            self._lock.release()
+
+    @property
+    def blocks(self) -> int:
+        return len(self._blocks)
+
+    def _refresh(self, block: _Block, now: float, scrape: bool = True) -> None:
+        """Render again the subjects of a block that changed; mark what moved.
+        ``scrape``: also the clock-dependent families."""
         stale = block.texts
-        for i, read, format in self._scrape_plans:
+        for i, read, format in self._scrape_plans if scrape else ():
             for st, sub in block.providers:
                 value = read(st, now)
                 if value != sub.data[i]:
@@ -454,46 +485,6 @@ def _add_samples(metric: Metric, family: Family[Any], subject: Any, base: list[s
             metric.add_metric([*base, *extra], v)
 
 
-#: A gzip member header: no name, no mtime (RFC 1952), "unknown" OS.
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-#: A final, empty deflate block: what ends a stream after a sync flush.
-_DEFLATE_END = b"\x03\x00"
-
-
-class GzipCache:
-    """Gzip for a body made of pieces, recompressing only the pieces that are new.
-
-    Each piece is deflated on its own and ended with a sync flush, so the
-    pieces' compressed forms can be laid end to end as one deflate stream
-    (as parallel gzip tools do); the CRC-32 is computed over the whole body.
-    A piece that is the same object as at the last call reuses its compressed
-    form: at 1,000 credentials most of ``/metrics`` did not change between
-    two scrapes. The price is a body ~20 % larger than one-shot compression.
-    """
-
-    def __init__(self, level: int = GZIP_LEVEL) -> None:
-        self.level = level
-        self._known: dict[int, tuple[bytes, bytes]] = {}
-
-    def compress(self, pieces: Sequence[bytes]) -> bytes:
-        known, kept = self._known, {}
-        out, crc, size = [_GZIP_HEADER], 0, 0
-        for piece in pieces:
-            if not piece:
-                continue
-            hit = known.get(id(piece))
-            if hit is None or hit[0] is not piece:
-                deflate = zlib.compressobj(self.level, zlib.DEFLATED, -15)
-                hit = (piece, deflate.compress(piece) + deflate.flush(zlib.Z_SYNC_FLUSH))
-            kept[id(piece)] = hit  # holding the piece keeps its id from being reused
-            out.append(hit[1])
-            crc = zlib.crc32(piece, crc)
-            size += len(piece)
-        self._known = kept
-        out += (_DEFLATE_END, struct.pack("<II", crc, size & 0xFFFFFFFF))
-        return b"".join(out)
-
-
 class Exposition:
     """What ``/metrics`` serves: our families, then prometheus-client's standard
     ``process_*``/``python_*`` collectors, optionally gzipped.
@@ -519,8 +510,6 @@ class Exposition:
         for c in standard:
             self.registry.register(c)
             self._standard.register(c)
-        self._gzip = {om: GzipCache() for om in (False, True)}
-        self._gzip_lock = threading.Lock()
 
     def _pieces(self, openmetrics: bool) -> list[bytes]:
         pieces = self.collector.pieces(openmetrics)
@@ -533,7 +522,31 @@ class Exposition:
         return b"".join(self._pieces(openmetrics))
 
     def render_gzip(self, openmetrics: bool = False) -> bytes:
-        """``render()`` as a gzip member, for ``Content-Encoding: gzip``."""
-        pieces = self._pieces(openmetrics)
-        with self._gzip_lock:
-            return self._gzip[openmetrics].compress(pieces)
+        """``render()`` gzip-compressed, for ``Content-Encoding: gzip``.
+
+        In one call: zlib lets go of the GIL while it compresses, so the event
+        loop runs meanwhile. (Compressing only the pieces that changed and
+        splicing the results saved CPU but made ~100 zlib calls, and after
+        each this thread waited for the loop to hand the GIL back: slower.)
+        """
+        return zlib.compress(self.render(openmetrics), GZIP_LEVEL, wbits=31)
+
+    async def keep_rendered(self, interval: float = 1.0) -> None:
+        """Run on the event loop: every ``interval``, render again, one block of
+        providers at a time, what changed, so that a scrape has little left.
+
+        Probes write ~70 results a second at 1,000 credentials; rendering them
+        as they come costs the loop ~1 ms a second in slices of at most one
+        block, where a scrape every 15 s would otherwise render ~1,000 at once
+        (~20-40 ms holding the GIL). Never raises; ends when cancelled.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for index in range(self.collector.blocks):
+                    self.collector.refresh_block(index)
+                    await asyncio.sleep(0)  # let the loop's jobs run between blocks
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end the loop's other work
+                log.exception("rendering metrics ahead of the scrape failed")

@@ -60,6 +60,7 @@ class WebApp:
         #: The same, gzip-compressed (``Exposition.render_gzip``: recompresses
         #: only what changed since the last scrape).
         self.render_gzip = render_gzip
+        self.exposition: Exposition | None = None
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept or "")
@@ -155,9 +156,12 @@ def build_web_app(source: Monitored, reload: Callable[[], tuple[bool, str]], *,
     of ``Exposition.render`` (same bytes, slower; for benchmarks).
     """
     exposition = Exposition(source, histogram_buckets=histogram_buckets)
-    return WebApp(exposition.registry, source.provider_states, source.ready, reload,
-                  render=exposition.render if direct_render else None,
-                  render_gzip=exposition.render_gzip if direct_render else None)
+    app = WebApp(exposition.registry, source.provider_states, source.ready, reload,
+                 render=exposition.render if direct_render else None,
+                 render_gzip=exposition.render_gzip if direct_render else None)
+    #: For the event loop's ``exposition.keep_rendered()`` task (cli.py).
+    app.exposition = exposition
+    return app
 
 
 def _probe_word(success: bool | None) -> str:

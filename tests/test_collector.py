@@ -11,6 +11,7 @@ Regenerate the golden files after an intended change with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gzip
 import math
@@ -20,9 +21,9 @@ import subprocess
 import sys
 import threading
 import types
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,7 +39,7 @@ from pydantic import SecretStr
 
 import exporter.metrics
 from exporter.cli import load_settings
-from exporter.collector import Exposition, GzipCache, TokenHealthCollector, _value
+from exporter.collector import Exposition, TokenHealthCollector, _value
 from exporter.config import Config, parse_config
 from exporter.errors import ErrorClass
 from exporter.metrics import FAMILIES, Family, read_revision, sample_names
@@ -506,25 +507,52 @@ def test_exposition_adds_process_and_python_collectors_and_gzip() -> None:
     assert exposition.registry.get_sample_value("process_cpu_seconds_total") is not None
 
 
-def test_gzip_reuses_unchanged_pieces_and_stays_one_valid_stream() -> None:
-    states = healthy_states(300)
+def test_keep_rendered_renders_changes_on_the_loop_ahead_of_the_scrape() -> None:
+    states = healthy_states(300)  # three blocks
+    exposition = Exposition(Source(states), clock=lambda: NOW)
+    collector = exposition.collector
+    collector.render()
+    states[5].probes["head"].attempts += 1
+    states[250].failures[ErrorClass.TIMEOUT] += 1
+
+    async def run_a_while() -> None:
+        task = asyncio.ensure_future(exposition.keep_rendered(interval=0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_a_while())
+    # The scrape finds nothing left to read for the subjects that changed...
+    reads: list[str] = []
+    collector._probe_plans = [(i, _counting(read, reads), fmt, static)
+                              for i, read, fmt, static in collector._probe_plans]
+    collector._provider_plans = [(i, _counting(read, reads), fmt, static)
+                                 for i, read, fmt, static in collector._provider_plans]
+    out = collector.render()
+    assert reads == []
+    # ...and serves what they say now.
+    assert out == fresh_render(states, False)
+    assert b'oauth_probe_attempts_total{probe="head",provider="cred-00005"} 11.0' in out
+
+
+def _counting(read: Callable[[Any, float], Any], calls: list[str]) -> Callable[[Any, float], Any]:
+    def counted(subject: Any, now: float) -> Any:
+        calls.append(repr(subject)[:40])
+        return read(subject, now)
+    return counted
+
+
+def test_refresh_on_the_loop_gives_way_to_a_scrape_in_progress() -> None:
+    states = healthy_states(3)
     collector, _ = collector_for(states)
-    cache = GzipCache()
-    first_pieces = collector.pieces(True)
-    first = cache.compress(first_pieces)
-    states[5].probes["head"].attempts += 1  # one probe ran
-    pieces = collector.pieces(True)
-    reused = [p for p in pieces if any(p is q for q in first_pieces)]
-    assert len(reused) == len(pieces) - 1  # only its family's block changed
-    second = cache.compress(pieces)
-    body = b"".join(pieces)
-    assert gzip.decompress(first) == b"".join(first_pieces)
-    assert gzip.decompress(second) == body
-    # Streaming decoders (what HTTP clients use) and the gzip tool agree.
-    assert zlib.decompressobj(wbits=31).decompress(second) == body
-    tool = subprocess.run(["gzip", "-dc"], input=second, capture_output=True, check=True)
-    assert tool.stdout == body
-    assert len(second) < len(body) / 5
+    collector.render()
+    with collector._lock:  # a scrape is rendering in the web thread
+        assert collector.refresh_block(0) is False
+    assert collector.refresh_block(0) is True
+    assert collector.refresh_block(1) is False  # no such block
+    states.append(healthy_states(1)[0])
+    assert collector.refresh_block(0) is False  # providers changed: the scrape rebuilds
 
 
 def test_histogram_buckets_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
