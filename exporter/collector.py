@@ -536,9 +536,10 @@ class Exposition:
         providers at a time, what changed, so that a scrape has little left.
 
         Probes write ~70 results a second at 1,000 credentials; rendering them
-        as they come costs the loop ~1 ms a second in slices of at most one
-        block, where a scrape every 15 s would otherwise render ~1,000 at once
-        (~20-40 ms holding the GIL). Never raises; ends when cancelled.
+        as they come costs the loop a little every second, in slices of at
+        most one block, where a scrape every 15 s would otherwise render
+        ~1,000 at once holding the GIL (benchmarks/README.md, scrape). Never
+        raises; ends when cancelled.
         """
         while True:
             await asyncio.sleep(interval)
