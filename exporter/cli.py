@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     log_library_level: Literal["debug", "info", "warn", "error"] = "warn"
     shard: int = 0
     total_shards: int = 1
+    metrics_histogram_buckets: bool = False
 
     @field_validator("log_level", "log_library_level", mode="before")
     @classmethod
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--total-shards", dest="total_shards", type=int, metavar="M",
         help="number of replicas sharing the provider file; each provider is held by "
         "exactly one (env TOKEN_EXPORTER_TOTAL_SHARDS; default 1)")
+    add("--metrics.histogram-buckets", dest="metrics_histogram_buckets", action="store_const",
+        const=True, help="export latency histograms with buckets (10 more series per "
+        "credential and per probe) instead of _sum/_count only "
+        "(env TOKEN_EXPORTER_METRICS_HISTOGRAM_BUCKETS; default off)")
     add("--demo", action="store_true",
         help="run simulated copies of the five seed providers on loopback and monitor them")
     add("--config.check", "--check-config", dest="check_config", action="store_true",
@@ -241,11 +246,12 @@ class Runner:
                 config, redactor=self.redactor, reload=self.reload,
                 listen=self.settings.web_listen_address, web_config=web_config,
                 limits=limits, telemetry_path=self.settings.web_telemetry_path,
-                max_requests=self.settings.web_max_requests)
-            self.exporter = exporter = service.exporter
+                max_requests=self.settings.web_max_requests,
+                histogram_buckets=self.settings.metrics_histogram_buckets)
+            self.exporter = service.exporter
             web = service.web
             # Bound before the exporter starts: a busy port fails before any token request.
-            await web.start()
+            await service.start()
         except (OSError, ValueError) as exc:
             log.error("cannot listen on %s: %s", self.settings.web_listen_address, exc)
             if simulation is not None:
@@ -261,7 +267,6 @@ class Runner:
         self._loop.add_signal_handler(
             signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
         )
-        await exporter.start()
         log.info("listening on %s (port %d, %s)", self.settings.web_listen_address, web.port,
                  web.scheme)
         if self.demo:
@@ -276,8 +281,7 @@ class Runner:
             await stop.wait()
         finally:
             log.info("shutting down")
-            await web.stop()
-            await exporter.stop()
+            await service.stop()
             if simulation is not None:
                 simulation.stop()
         return 0

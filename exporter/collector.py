@@ -1,418 +1,553 @@
-"""Turns provider state into metric families at scrape time.
+"""Turning provider state into the ``/metrics`` exposition, from one family table.
 
-``collect()`` only reads: no I/O, no locks held across providers, no mutation.
-``render()`` writes what ``collect()`` yields straight to exposition text, the
-same bytes prometheus-client's encoders would make of it, at a tenth of the cost.
-Time-dependent values (``oauth_token_expires_in_seconds``, ``oauth_token_valid``)
-are computed from the injected clock at the moment of the scrape. Sample::
+Two ways, both driven by ``exporter.metrics.FAMILIES``:
+
+* ``TokenHealthCollector.collect()`` yields prometheus-client metric families
+  (the registry path: ``registry.get_sample_value`` in tests, and the encoders
+  for the rare ``escaping=dots`` scrape);
+* ``TokenHealthCollector.render()`` writes the same exposition directly, byte
+  for byte what prometheus-client's text (0.0.4) or OpenMetrics encoder makes
+  of ``collect()``, and is what ``/metrics`` serves.
+
+What makes the direct renderer cheap at thousands of credentials: it keeps,
+per provider and per probe, what it last read for each family and the text it
+made of it. A subject whose ``version`` (bumped by every state write) has not
+moved is skipped; a value that reads as before is not formatted again; only
+clock-dependent families (``oauth_token_expires_in_seconds``,
+``oauth_token_valid``) are read at every scrape. Texts are joined per family
+in blocks of ``BLOCK`` providers, again only when one of them changed.
+``Exposition.keep_rendered`` does that work on the event loop as results come
+in, a block at a time, so a scrape has little left to do. ``render()`` only
+reads state; it is safe to call from a thread other than the event loop's
+(see ``exporter.state``). Sample::
 
     oauth_token_expires_in_seconds{provider="simpledocs-prod"} 4187.3
-    oauth_token_refresh_failures_total{error="invalid_client",provider="simpledocs-prod"} 0.0
+    oauth_token_refresh_failures_total{error="invalid_client",provider="simpledocs-prod"} 3.0
     oauth_probe_success{probe="documents",provider="simpledocs-prod"} 1.0
 
-Label values come from config names and the fixed error classes only; the
-scope label is the configured (requested) scope, never a string the server
-sent, so a server cannot create series.
+``Exposition`` adds the client library's ``process_*`` and ``python_*``
+collectors and gzip.
 """
 
 from __future__ import annotations
 
-import platform
+import asyncio
+import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
+from prometheus_client.openmetrics.exposition import generate_latest as _om_generate_latest
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter import __version__
-from exporter.discovery import DISCOVERY_ERROR_CLASSES
-from exporter.errors import ALL_ERROR_CLASSES, ErrorClass
-from exporter.state import Histogram, ProviderState
+from exporter.metrics import FAMILIES, Family, Number, StateSource
+from exporter.state import Histogram, ProbeState, ProviderState
+
+__all__ = ["Exposition", "StateSource", "TokenHealthCollector"]
+
+log = logging.getLogger("exporter.collector")
+
+#: prometheus-client's value formatting (Go's float formatting), typed.
+_float_str: Callable[[float], str] = floatToGoString
+#: prometheus-client's OpenMetrics encoder, typed.
+_om_latest: Callable[[CollectorRegistry], bytes] = _om_generate_latest
+
+#: floatToGoString() of small whole numbers, made once.
+_SMALL: tuple[str, ...] = tuple(_float_str(float(i)) for i in range(4096))
+
+#: gzip level for /metrics, chosen by measurement (``python -m benchmarks.scrape``
+#: prints it): the 2.1 MB body of 1,000 credentials compresses at level 1 in
+#: ~7 ms of CPU to 204 KB; level 6 (gzip's default) takes ~23 ms for 164 KB,
+#: 3x the time to save 40 KB, which a LAN carries in well under a millisecond.
+GZIP_LEVEL = 1
 
 
-class StateSource(Protocol):
-    """What the collector reads: provider states and the reload outcome."""
+def _value(v: Number) -> str:
+    """``floatToGoString(v)``, the same string, several times faster.
 
-    def provider_states(self) -> Iterable[ProviderState]: ...
-
-    @property
-    def config_reload_ok(self) -> bool: ...
-
-    @property
-    def config_reload_time(self) -> float: ...
-
-
-#: Error classes with their label values, in the fixed order they are exported.
-_ERROR_LABELS: tuple[tuple[ErrorClass, str], ...] = tuple((e, e.value) for e in ALL_ERROR_CLASSES)
-#: ``le`` label values per bucket-bound tuple, formatted once rather than per scrape.
-_LE_CACHE: dict[tuple[float, ...], tuple[str, ...]] = {}
-
-
-def _le_values(bounds: tuple[float, ...]) -> tuple[str, ...]:
-    les = _LE_CACHE.get(bounds)
-    if les is None:
-        les = _LE_CACHE[bounds] = (*(f"{b:g}" for b in bounds), "+Inf")
-    return les
+    A table serves the small whole numbers counters hold; other finite
+    numbers skip the library's infinity and NaN checks. ``tests/test_collector``
+    compares the two over many values.
+    """
+    if v.__class__ is int:
+        if 0 <= v < 4096:
+            return _SMALL[v]
+        v = float(v)
+    s = repr(v)
+    if s[-1] in "fn":  # inf, -inf, nan
+        return _float_str(v)
+    if v > 0:
+        dot = s.find(".")
+        # Go switches to exponents sooner than Python (prometheus-client's rule).
+        if dot > 6:
+            mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+            return f"{mantissa}e+{dot - 1:02d}"
+    return s
 
 
-@dataclass(frozen=True)
-class _Family:
-    """One exported metric family: what both ``collect()`` and ``render()`` emit."""
-
-    name: str  # counters without their _total suffix, as prometheus-client holds them
-    type: str
-    doc: str
-    labels: tuple[str, ...]
-
-    def new(self) -> Metric:
-        if self.type == "counter":
-            return CounterMetricFamily(self.name, self.doc, labels=list(self.labels))
-        if self.type == "histogram":
-            return HistogramMetricFamily(self.name, self.doc, labels=list(self.labels))
-        return GaugeMetricFamily(self.name, self.doc, labels=list(self.labels))
-
-    def header(self, openmetrics: bool) -> str:
-        """The HELP and TYPE lines prometheus-client writes for this family."""
-        if openmetrics:
-            doc = self.doc.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
-            return f"# HELP {self.name} {doc}\n# TYPE {self.name} {self.type}\n"
-        name = self.name + "_total" if self.type == "counter" else self.name
-        doc = self.doc.replace("\\", r"\\").replace("\n", r"\n")
-        return f"# HELP {name} {doc}\n# TYPE {name} {self.type}\n"
-
-
-_P = ("provider",)
-_PP = ("provider", "probe")
-#: Every family, in the order they are exported.
-_EXPIRATION = _Family("oauth_token_expiration_timestamp_seconds", "gauge",
-                      "When the current token expires (absent while none is held).", _P)
-_EXPIRES_IN = _Family("oauth_token_expires_in_seconds", "gauge",
-                      "Seconds left on the current token, computed at scrape time.", _P)
-_ISSUED = _Family("oauth_token_issued_timestamp_seconds", "gauge",
-                  "When the current token was obtained.", _P)
-_NEXT_RENEWAL = _Family("oauth_token_next_renewal_timestamp_seconds", "gauge",
-                        "When the next token renewal is scheduled.", _P)
-_VALID = _Family("oauth_token_valid", "gauge",
-                 "1 while an unexpired token not known to be revoked is held.", _P)
-_ATTEMPTS = _Family("oauth_token_refresh_attempts", "counter", "Token requests sent.", _P)
-_FAILURES = _Family("oauth_token_refresh_failures", "counter",
-                    "Failed token requests by error class.", ("provider", "error"))
-_LAST_SUCCESS = _Family("oauth_token_last_refresh_success_timestamp_seconds", "gauge",
-                        "When a token was last obtained.", _P)
-_DURATION = _Family("oauth_token_refresh_duration_seconds", "histogram",
-                    "Token request latency.", _P)
-_SCOPE = _Family("oauth_token_scope_granted", "gauge",
-                 "1 per requested scope the server granted, 0 per requested scope it did not.",
-                 ("provider", "scope"))
-_SECRET_EXP = _Family("oauth_client_secret_expiration_timestamp_seconds", "gauge",
-                      "When the client secret expires (from client_secret_expires_at).", _P)
-_CERT_EXP = _Family("oauth_client_certificate_expiration_timestamp_seconds", "gauge",
-                    "When the client certificate (use=tls) or the signing key's certificate "
-                    "(use=signing) expires.", ("provider", "use"))
-_DISCOVERY_SUCCESS = _Family("oauth_discovery_last_success_timestamp_seconds", "gauge",
-                             "When the issuer's metadata document was last read successfully.",
-                             _P)
-_DISCOVERY_FAILURES = _Family("oauth_discovery_failures", "counter",
-                              "Failed reads of the issuer's metadata document by error class.",
-                              ("provider", "error"))
-_PROBE_SUCCESS = _Family("oauth_probe_success", "gauge",
-                         "1 if the last probe met its expectation.", _PP)
-_PROBE_STATUS = _Family("oauth_probe_http_status_code", "gauge",
-                        "HTTP status of the last probe (0: no response).", _PP)
-_PROBE_DURATION = _Family("oauth_probe_duration_seconds", "histogram", "Probe latency.", _PP)
-_PROBE_ATTEMPTS = _Family("oauth_probe_attempts", "counter", "Probe requests sent.", _PP)
-_PROBE_FAILURES = _Family("oauth_probe_failures", "counter", "Failed probes by error class.",
-                          ("provider", "probe", "error"))
-_PROBE_LAST_SUCCESS = _Family("oauth_probe_last_success_timestamp_seconds", "gauge",
-                              "When the probe last met its expectation.", _PP)
-_INFO = _Family("oauth_provider_info", "gauge", "Static facts about each configured provider.",
-                ("provider", "preset", "token_host", "auth_method"))
-_BUILD = _Family("oauth_exporter_build_info", "gauge", "Version of the exporter; always 1.",
-                 ("version", "python_version"))
-_RELOAD_OK = _Family("oauth_exporter_config_last_reload_successful", "gauge",
-                     "1 if the last configuration load or reload succeeded.", ())
-_RELOAD_TIME = _Family("oauth_exporter_config_last_reload_success_timestamp_seconds", "gauge",
-                       "When the configuration was last loaded successfully.", ())
-_PER_PROVIDER = (
-    _EXPIRATION, _EXPIRES_IN, _ISSUED, _NEXT_RENEWAL, _VALID, _ATTEMPTS, _FAILURES,
-    _LAST_SUCCESS, _DURATION, _SCOPE, _SECRET_EXP, _CERT_EXP, _DISCOVERY_SUCCESS,
-    _DISCOVERY_FAILURES, _PROBE_SUCCESS, _PROBE_STATUS, _PROBE_DURATION, _PROBE_ATTEMPTS,
-    _PROBE_FAILURES, _PROBE_LAST_SUCCESS, _INFO,
-)
-
-
-def _discovery_counts(st: ProviderState) -> list[tuple[str, int]]:
-    """Failed metadata reads by class, in the fixed class order, classes that happened."""
-    counts = st.discovery_failures
-    if not counts:
-        return []
-    return [(label, counts[label]) for label in DISCOVERY_ERROR_CLASSES if label in counts]
-
-
-def _add_histogram(samples: list[Sample], name: str, labels: dict[str, str],
-                   h: Histogram) -> None:
-    """What ``HistogramMetricFamily.add_metric`` adds: cumulative buckets, count, sum."""
-    bucket = name + "_bucket"
-    total = 0
-    for le, n in zip(_le_values(h.bounds), h.counts, strict=True):
-        total += n
-        samples.append(Sample(bucket, {**labels, "le": le}, float(total)))
-    samples.append(Sample(name + "_count", dict(labels), float(total)))
-    samples.append(Sample(name + "_sum", dict(labels), h.sum))
-
-
-def _label(value: str) -> str:
+def _esc(value: str) -> str:
     """A label value escaped as prometheus-client escapes it."""
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
 
 
-#: prometheus-client's value formatting (Go's float formatting), typed.
-_float_str: Callable[[float], str] = floatToGoString
-
-#: floatToGoString() of small whole numbers, made once.
-_SMALL_COUNTS: tuple[str, ...] = tuple(_float_str(float(i)) for i in range(4096))
+def _le(bound: float) -> str:
+    return f"{bound:g}"
 
 
-def _value(v: float) -> str:
-    """``floatToGoString(v)``, with a table for the small whole numbers counters hold."""
-    if v.__class__ is int and 0 <= v < 4096:
-        return _SMALL_COUNTS[v]
-    return _float_str(v)
-
-
-#: render() turns the lines of this many providers into bytes at a time: a few
-#: thousand short strings live at once rather than one per series, so the
-#: allocator reuses their memory instead of keeping ~50 MB of it after a scrape
-#: at 5,000 credentials.
-_FLUSH_EVERY = 64
-
-
-def _render_histogram(out: list[str], name: str, labels: str, h: Histogram) -> None:
-    total = 0
-    for le, n in zip(_le_values(h.bounds), h.counts, strict=True):
+def _buckets(h: Histogram) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs, ``+Inf`` last."""
+    out, total = [], 0
+    for le, n in zip((*map(_le, h.bounds), "+Inf"), h.counts, strict=True):
         total += n
-        out.append(f'{name}_bucket{{le="{le}",{labels}}} {_value(total)}\n')
-    out.append(f"{name}_count{{{labels}}} {_value(total)}\n")
-    out.append(f"{name}_sum{{{labels}}} {_float_str(h.sum)}\n")
+        out.append((le, float(total)))
+    return out
+
+
+def _header(name: str, type: str, doc: str, openmetrics: bool) -> str:
+    """The HELP and TYPE lines prometheus-client writes for a family."""
+    if openmetrics:
+        doc = doc.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+        return f"# HELP {name} {doc}\n# TYPE {name} {type}\n"
+    name = name + "_total" if type == "counter" else name
+    doc = doc.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {type}\n"
+
+
+#: Reads what one family exports for one subject, as a comparable value: (subject, now).
+_Read = Callable[[Any, float], Any]
+#: Writes that value as exposition lines: (value, the subject's label string).
+_Format = Callable[[Any, str], str]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one family is exposed, fixed at start-up (the bucket choice).
+
+    Reading is cheap and formatting is not (Go float formatting): the
+    renderer formats again only when what it read differs from last time.
+    """
+
+    family: Family[Any]
+    type: str  # what TYPE says: a histogram without buckets is a summary
+    read: _Read
+    format: _Format
+
+    @property
+    def cached(self) -> bool:
+        return not self.family.per_scrape and self.family.subject != "exporter"
+
+    def lines(self, subject: Any, base: str, now: float) -> str:
+        return self.format(self.read(subject, now), base)
+
+
+def _plan(family: Family[Any], buckets: bool) -> _Plan:
+    name = family.name
+    if family.histogram is not None:
+        read_h = family.histogram
+        if buckets:
+            def read_buckets(subject: Any, now: float) -> Any:
+                h = read_h(subject)
+                return h.bounds, tuple(h.counts), h.sum
+
+            def format_buckets(data: Any, base: str) -> str:
+                bounds, counts, total_sum = data
+                # "le" sorts before both "probe" and "provider".
+                sep = "," if base else ""
+                out, total = [], 0
+                for le, n in zip((*map(_le, bounds), "+Inf"), counts, strict=True):
+                    total += n
+                    out.append(f'{name}_bucket{{le="{le}"{sep}{base}}} {_value(total)}\n')
+                out.append(f"{name}_count{{{base}}} {_value(total)}\n")
+                out.append(f"{name}_sum{{{base}}} {_value(total_sum)}\n")
+                return "".join(out)
+
+            return _Plan(family, "histogram", read_buckets, format_buckets)
+
+        def read_summary(subject: Any, now: float) -> Any:
+            h = read_h(subject)
+            return h.count, h.sum
+
+        def format_summary(data: Any, base: str) -> str:
+            count, total_sum = data
+            return (f"{name}_count{{{base}}} {_value(count)}\n"
+                    f"{name}_sum{{{base}}} {_value(total_sum)}\n")
+
+        return _Plan(family, "summary", read_summary, format_summary)
+
+    sample = name + "_total" if family.type == "counter" else name
+    if family.value is not None:
+        if family.subject == "exporter":
+            def format_plain(v: Any, base: str) -> str:
+                return "" if v is None else f"{sample} {_value(v)}\n"
+
+            return _Plan(family, family.type, family.value, format_plain)
+
+        def format_value(v: Any, base: str) -> str:
+            return "" if v is None else f"{sample}{{{base}}} {_value(v)}\n"
+
+        return _Plan(family, family.type, family.value, format_value)
+
+    assert family.values is not None
+    read_many = family.values
+    # Labels are written sorted by name, as prometheus-client does. The
+    # subject's own labels sort next to each other in every family we have;
+    # the extra ones go before or after them.
+    ordered = sorted(family.labels)
+    base_names = [n for n in ordered if n not in family.extra_labels]
+    if base_names:
+        first = ordered.index(base_names[0])
+        if ordered[first:first + len(base_names)] != base_names:
+            raise ValueError(f"{name}: extra labels sort between the subject's labels")
+    else:
+        first = 0
+    before = [(n, family.extra_labels.index(n)) for n in ordered[:first]]
+    after = [(n, family.extra_labels.index(n)) for n in ordered[first + len(base_names):]]
+
+    def read_labelled(subject: Any, now: float) -> Any:
+        return tuple(read_many(subject, now))
+
+    def format_labelled(pairs: Any, base: str) -> str:
+        out = []
+        for extra, v in pairs:
+            parts = [f'{n}="{_esc(extra[i])}"' for n, i in before]
+            if base:
+                parts.append(base)
+            parts += [f'{n}="{_esc(extra[i])}"' for n, i in after]
+            out.append(f"{sample}{{{','.join(parts)}}} {_value(v)}\n")
+        return "".join(out)
+
+    return _Plan(family, family.type, read_labelled, format_labelled)
+
+
+#: Providers per block. The exposition is cached in blocks (one family, this
+#: many providers or their probes), so a scrape joins a few hundred pieces
+#: rather than one per family per subject; a block is joined again only when
+#: one of its subjects' text for that family changed.
+BLOCK = 128
+
+
+#: What no reader returns: a subject not rendered yet.
+_UNREAD = object()
+
+
+class _Subject:
+    """One provider's or probe's text per family, valid while its version holds."""
+
+    __slots__ = ("base", "data", "texts", "version")
+
+    def __init__(self, base: str, families: int) -> None:
+        self.version = -1  # never rendered
+        self.base = base
+        #: Per family: what was read last, and its text.
+        self.data: list[Any] = [_UNREAD] * families
+        self.texts: list[str] = [""] * families
+
+
+class _Block:
+    """Up to ``BLOCK`` providers with their probes, and their text per family."""
+
+    __slots__ = ("probes", "providers", "texts")
+
+    def __init__(self, providers: list[tuple[ProviderState, _Subject]],
+                 probes: list[tuple[ProbeState, _Subject]], families: int) -> None:
+        self.providers = providers
+        self.probes = probes
+        #: Per family (the collector's plan order): the joined bytes, None when stale.
+        self.texts: list[bytes | None] = [None] * families
 
 
 class TokenHealthCollector(Collector):
-    def __init__(self, source: StateSource, clock: Callable[[], float] = time.time) -> None:
+    """The exporter's own families (``exporter.metrics.FAMILIES``) for a state source."""
+
+    def __init__(self, source: StateSource, clock: Callable[[], float] = time.time, *,
+                 histogram_buckets: bool = False, families: Sequence[Family[Any]] = FAMILIES,
+                 ) -> None:
         self._source = source
         self._clock = clock
+        self.histogram_buckets = histogram_buckets
+        self._plans = [_plan(f, histogram_buckets) for f in families]
+        # Per subject kind, the cached families: (index in _plans, read, format, static).
+        self._provider_plans = [(i, p.read, p.format, p.family.static)
+                                for i, p in enumerate(self._plans)
+                                if p.cached and p.family.subject == "provider"]
+        self._probe_plans = [(i, p.read, p.format, p.family.static)
+                             for i, p in enumerate(self._plans)
+                             if p.cached and p.family.subject == "probe"]
+        self._scrape_plans = [(i, p.read, p.format) for i, p in enumerate(self._plans)
+                              if p.family.per_scrape]
+        self._cached_indexes = [i for i, p in enumerate(self._plans) if p.cached]
+        self._headers = {om: [_header(p.family.name, p.type, p.family.help, om).encode()
+                              for p in self._plans] for om in (False, True)}
+        self._states: list[ProviderState] = []
+        self._blocks: list[_Block] = []
+        self._lock = threading.Lock()
 
     def describe(self) -> Iterator[Metric]:
         # Declaring no descriptions keeps registration from calling collect().
         return iter(())
 
+    # -- the registry path ---------------------------------------------------------------
+
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
         states = list(self._source.provider_states())
-        (expiration, expires_in, issued, next_renewal, valid, attempts, failures, last_success,
-         duration, scope, secret_exp, cert_exp, discovery_success, discovery_failures,
-         probe_success, probe_status, probe_duration, probe_attempts, probe_failures,
-         probe_last_success, info,
-         ) = families = [f.new() for f in _PER_PROVIDER]
+        for plan in self._plans:
+            family = plan.family
+            metric = _new_metric(family, plan.type)
+            subjects: list[tuple[Any, list[str]]]
+            if family.subject == "provider":
+                subjects = [(st, [st.provider.name]) for st in states]
+            elif family.subject == "probe":
+                subjects = [(ps, [st.provider.name, ps.probe.name])
+                            for st in states for ps in st.probes.values()]
+            else:
+                subjects = [(self._source, [])]
+            for subject, base in subjects:
+                _add_samples(metric, family, subject, base, now)
+            yield metric
 
-        # Samples are appended directly, exactly as add_metric() would build them
-        # (same names, label dicts, values and order), because add_metric() pays
-        # for dict(zip(...)) per sample and list building per histogram: at
-        # thousands of credentials that was a third of the /metrics render time
-        # (benchmarks/README.md, render).
-        exp_s, left_s, issued_s = expiration.samples, expires_in.samples, issued.samples
-        renewal_s, valid_s, attempts_s = next_renewal.samples, valid.samples, attempts.samples
-        failures_s, last_s, duration_s = failures.samples, last_success.samples, duration.samples
-        scope_s, secret_s, info_s = scope.samples, secret_exp.samples, info.samples
-        p_success_s, p_status_s = probe_success.samples, probe_status.samples
-        p_duration_s, p_attempts_s = probe_duration.samples, probe_attempts.samples
-        p_failures_s, p_last_s = probe_failures.samples, probe_last_success.samples
-        attempts_name = attempts.name + "_total"
-        failures_name = failures.name + "_total"
-        p_attempts_name = probe_attempts.name + "_total"
-        p_failures_name = probe_failures.name + "_total"
-        for st in states:
-            prov = st.provider
-            name = prov.name
-            token = st.token
-            if token is not None:
-                exp_s.append(Sample(expiration.name, {"provider": name}, token.expires_at))
-                left_s.append(Sample(expires_in.name, {"provider": name},
-                                     token.expires_at - now))
-                issued_s.append(Sample(issued.name, {"provider": name}, token.issued_at))
-                if prov.scope:
-                    granted = token.granted_scopes
-                    for s in prov.scope.split():
-                        ok = granted is None or s in granted
-                        scope_s.append(Sample(scope.name, {"provider": name, "scope": s},
-                                              1.0 if ok else 0.0))
-            if st.next_renewal is not None:
-                renewal_s.append(Sample(next_renewal.name, {"provider": name}, st.next_renewal))
-            valid_s.append(Sample(valid.name, {"provider": name},
-                                  1.0 if st.valid_token(now) is not None else 0.0))
-            attempts_s.append(Sample(attempts_name, {"provider": name}, st.attempts))
-            counts = st.failures
-            for err, err_label in _ERROR_LABELS:
-                failures_s.append(Sample(failures_name, {"provider": name, "error": err_label},
-                                         counts[err]))
-            if st.last_success is not None:
-                last_s.append(Sample(last_success.name, {"provider": name}, st.last_success))
-            _add_histogram(duration_s, duration.name, {"provider": name}, st.duration)
-            if prov.client_secret_expires_at is not None:
-                secret_s.append(Sample(secret_exp.name, {"provider": name},
-                                       prov.client_secret_expires_at))
-            for use, not_after in prov.certificates:
-                cert_exp.samples.append(Sample(cert_exp.name, {"provider": name, "use": use},
-                                               not_after))
-            if st.discovery_last_success is not None:
-                discovery_success.samples.append(Sample(
-                    discovery_success.name, {"provider": name}, st.discovery_last_success))
-            for err_label, n in _discovery_counts(st):
-                discovery_failures.samples.append(Sample(
-                    discovery_failures.name + "_total", {"provider": name, "error": err_label},
-                    n))
-            info_s.append(Sample(info.name, {
-                "provider": name, "preset": prov.preset.name, "token_host": prov.token_host,
-                "auth_method": prov.auth_method}, 1.0))
-            for ps in st.probes.values():
-                probe = ps.probe.name
-                p_success_s.append(Sample(probe_success.name,
-                                          {"provider": name, "probe": probe},
-                                          1.0 if ps.success else 0.0))
-                p_status_s.append(Sample(probe_status.name, {"provider": name, "probe": probe},
-                                         ps.status))
-                _add_histogram(p_duration_s, probe_duration.name,
-                               {"provider": name, "probe": probe}, ps.duration)
-                p_attempts_s.append(Sample(p_attempts_name, {"provider": name, "probe": probe},
-                                           ps.attempts))
-                counts = ps.failures
-                for err, err_label in _ERROR_LABELS:
-                    p_failures_s.append(Sample(
-                        p_failures_name, {"provider": name, "probe": probe, "error": err_label},
-                        counts[err]))
-                if ps.last_success is not None:
-                    p_last_s.append(Sample(probe_last_success.name,
-                                           {"provider": name, "probe": probe}, ps.last_success))
+    # -- the direct renderer -------------------------------------------------------------
 
-        yield from families
-        build = _BUILD.new()
-        assert isinstance(build, GaugeMetricFamily)
-        build.add_metric([__version__, platform.python_version()], 1.0)
-        yield build
-        yield GaugeMetricFamily(_RELOAD_OK.name, _RELOAD_OK.doc,
-                                value=1.0 if self._source.config_reload_ok else 0.0)
-        yield GaugeMetricFamily(_RELOAD_TIME.name, _RELOAD_TIME.doc,
-                                value=self._source.config_reload_time)
-
-    def render(self, openmetrics: bool = False) -> bytes:
+    def render(self, openmetrics: bool = False, *, eof: bool = True) -> bytes:
         """``collect()`` as exposition text, written directly.
 
         Byte for byte what prometheus-client's ``generate_latest`` (or, with
         ``openmetrics``, ``openmetrics.exposition.generate_latest``) returns for
         a registry holding only this collector, with the default name escaping
-        (``benchmarks/render.py`` checks this on every run). It exists because
-        those encoders format each sample generically (sorting, escaping and
-        validating every label of every sample) and ``collect()`` first builds
-        a Sample and a dict per sample: at 1,000 credentials (110,000 series)
-        that took over half a second and enough short-lived objects to set off
-        full garbage collections that stall the event loop. Here each label
-        string is escaped once per credential or probe and every line is one
-        f-string; only strings are allocated, and turned into bytes as it goes.
+        (all our names are legacy-valid). ``eof=False`` leaves out OpenMetrics'
+        final ``# EOF``, for a caller that appends other collectors' families.
         """
+        parts = self.pieces(openmetrics)
+        if openmetrics and eof:
+            parts.append(b"# EOF\n")
+        return b"".join(parts)
+
+    def pieces(self, openmetrics: bool = False) -> list[bytes]:
+        """``render(openmetrics, eof=False)`` in pieces, to be joined."""
+        with self._lock:
+            return self._render(openmetrics)
+
+    def _render(self, openmetrics: bool) -> list[bytes]:
         now = self._clock()
         states = list(self._source.provider_states())
-        (exp_o, left_o, issued_o, renewal_o, valid_o, attempts_o, failures_o, last_o,
-         duration_o, scope_o, secret_o, cert_o, disc_ok_o, disc_fail_o, p_success_o, p_status_o,
-         p_duration_o, p_attempts_o, p_failures_o, p_last_o, info_o) = outs = [
-            [f.header(openmetrics)] for f in _PER_PROVIDER]
-        failure_labels = [(err, f'error="{label}",') for err, label in _ERROR_LABELS]
-        encoded = [bytearray() for _ in outs]
+        if states != self._states:  # identity comparison: ProviderState has no __eq__
+            self._rebuild(states)
+        blocks = self._blocks
+        for block in blocks:
+            self._refresh(block, now)
 
-        def flush() -> None:
-            for buf, lines in zip(encoded, outs, strict=True):
-                buf += "".join(lines).encode("utf-8")
-                lines.clear()
+        out: list[bytes] = []
+        for i, (plan, header) in enumerate(zip(self._plans, self._headers[openmetrics],
+                                               strict=True)):
+            out.append(header)
+            family = plan.family
+            lines = plan.lines
+            if family.subject == "exporter":
+                out.append(lines(self._source, "", now).encode())
+            else:
+                for block in blocks:
+                    text = block.texts[i]
+                    out.append(self._join(block, i) if text is None else text)
+        return out
 
-        for i, st in enumerate(states):
-            if i % _FLUSH_EVERY == _FLUSH_EVERY - 1:
-                flush()
-            prov = st.provider
-            name = _label(prov.name)
-            pl = f'provider="{name}"'
-            token = st.token
-            if token is not None:
-                exp_o.append(f"{_EXPIRATION.name}{{{pl}}} {_float_str(token.expires_at)}\n")
-                left_o.append(f"{_EXPIRES_IN.name}{{{pl}}} "
-                              f"{_float_str(token.expires_at - now)}\n")
-                issued_o.append(f"{_ISSUED.name}{{{pl}}} {_float_str(token.issued_at)}\n")
-                if prov.scope:
-                    granted = token.granted_scopes
-                    for s in prov.scope.split():
-                        ok = granted is None or s in granted
-                        scope_o.append(f'{_SCOPE.name}{{{pl},scope="{_label(s)}"}} '
-                                       f"{'1.0' if ok else '0.0'}\n")
-            if st.next_renewal is not None:
-                renewal_o.append(f"{_NEXT_RENEWAL.name}{{{pl}}} "
-                                 f"{_float_str(st.next_renewal)}\n")
-            valid_o.append(f"{_VALID.name}{{{pl}}} "
-                           f"{'0.0' if st.valid_token(now) is None else '1.0'}\n")
-            attempts_o.append(f"{_ATTEMPTS.name}_total{{{pl}}} {_value(st.attempts)}\n")
-            counts = st.failures
-            for err, el in failure_labels:
-                failures_o.append(f"{_FAILURES.name}_total{{{el}{pl}}} {_value(counts[err])}\n")
-            if st.last_success is not None:
-                last_o.append(f"{_LAST_SUCCESS.name}{{{pl}}} "
-                              f"{_float_str(st.last_success)}\n")
-            _render_histogram(duration_o, _DURATION.name, pl, st.duration)
-            if prov.client_secret_expires_at is not None:
-                secret_o.append(f"{_SECRET_EXP.name}{{{pl}}} "
-                                f"{_float_str(prov.client_secret_expires_at)}\n")
-            for use, not_after in prov.certificates:
-                cert_o.append(f'{_CERT_EXP.name}{{{pl},use="{_label(use)}"}} '
-                              f"{_float_str(not_after)}\n")
-            if st.discovery_last_success is not None:
-                disc_ok_o.append(f"{_DISCOVERY_SUCCESS.name}{{{pl}}} "
-                                 f"{_float_str(st.discovery_last_success)}\n")
-            for err_label, n in _discovery_counts(st):
-                disc_fail_o.append(f'{_DISCOVERY_FAILURES.name}_total{{error="{err_label}",{pl}}} '
-                                   f"{_value(n)}\n")
-            info_o.append(f'{_INFO.name}{{auth_method="{_label(prov.auth_method)}",'
-                          f'preset="{_label(prov.preset.name)}",{pl},'
-                          f'token_host="{_label(prov.token_host)}"}} 1.0\n')
-            for ps in st.probes.values():
-                ppl = f'probe="{_label(ps.probe.name)}",{pl}'
-                p_success_o.append(f"{_PROBE_SUCCESS.name}{{{ppl}}} "
-                                   f"{'1.0' if ps.success else '0.0'}\n")
-                p_status_o.append(f"{_PROBE_STATUS.name}{{{ppl}}} {_value(ps.status)}\n")
-                _render_histogram(p_duration_o, _PROBE_DURATION.name, ppl, ps.duration)
-                p_attempts_o.append(f"{_PROBE_ATTEMPTS.name}_total{{{ppl}}} "
-                                    f"{_value(ps.attempts)}\n")
-                counts = ps.failures
-                for err, el in failure_labels:
-                    p_failures_o.append(f"{_PROBE_FAILURES.name}_total{{{el}{ppl}}} "
-                                        f"{_value(counts[err])}\n")
-                if ps.last_success is not None:
-                    p_last_o.append(f"{_PROBE_LAST_SUCCESS.name}{{{ppl}}} "
-                                    f"{_float_str(ps.last_success)}\n")
+    def _join(self, block: _Block, i: int) -> bytes:
+        """A block's text for family ``i``, joined again from its subjects'."""
+        rows = block.providers if self._plans[i].family.subject == "provider" else block.probes
+        text = block.texts[i] = "".join([sub.texts[i] for _, sub in rows]).encode()
+        return text
 
-        tail = [
-            _BUILD.header(openmetrics),
-            f'{_BUILD.name}{{python_version="{_label(platform.python_version())}",'
-            f'version="{_label(__version__)}"}} 1.0\n',
-            _RELOAD_OK.header(openmetrics),
-            f"{_RELOAD_OK.name} {'1.0' if self._source.config_reload_ok else '0.0'}\n",
-            _RELOAD_TIME.header(openmetrics),
-            f"{_RELOAD_TIME.name} {_float_str(self._source.config_reload_time)}\n",
-        ]
-        if openmetrics:
-            tail.append("# EOF\n")
-        flush()
-        return b"".join((*encoded, "".join(tail).encode("utf-8")))
+    def _rebuild(self, states: list[ProviderState]) -> None:
+        """New blocks for a new set of providers, keeping what is still valid."""
+        families = len(self._plans)
+        known = {st: sub for block in self._blocks for st, sub in block.providers}
+        known_probes = {ps: sub for block in self._blocks for ps, sub in block.probes}
+        blocks = []
+        for start in range(0, len(states), BLOCK):
+            providers, probes = [], []
+            for st in states[start:start + BLOCK]:
+                sub = known.get(st)
+                if sub is None:
+                    sub = _Subject(f'provider="{_esc(st.provider.name)}"', families)
+                providers.append((st, sub))
+                for ps in st.probes.values():
+                    psub = known_probes.get(ps)
+                    if psub is None:
+                        psub = _Subject(f'probe="{_esc(ps.probe.name)}",{sub.base}', families)
+                    probes.append((ps, psub))
+            blocks.append(_Block(providers, probes, families))
+        self._states, self._blocks = states, blocks
+
+    def refresh_block(self, index: int) -> bool:
+        """Render again what changed in one block, ahead of the next scrape.
+
+        For the event loop, between its jobs (``Exposition.keep_rendered``): a
+        scrape then finds only the last moments' changes left to render. Does
+        nothing (False) while a scrape holds the renderer, or when the set of
+        providers changed (the scrape rebuilds the blocks) or the block is gone.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if index >= len(self._blocks) or list(self._source.provider_states()) != self._states:
+                return False
+            block = self._blocks[index]
+            self._refresh(block, self._clock(), scrape=False)
+            for i in self._cached_indexes:
+                if block.texts[i] is None:
+                    self._join(block, i)
+            return True
+        finally:
+            self._lock.release()
+
+    @property
+    def blocks(self) -> int:
+        return len(self._blocks)
+
+    def _refresh(self, block: _Block, now: float, scrape: bool = True) -> None:
+        """Render again the subjects of a block that changed; mark what moved.
+        ``scrape``: also the clock-dependent families."""
+        stale = block.texts
+        for i, read, format in self._scrape_plans if scrape else ():
+            for st, sub in block.providers:
+                value = read(st, now)
+                if value != sub.data[i]:
+                    sub.data[i] = value
+                    sub.texts[i] = format(value, sub.base)
+                    stale[i] = None
+        for subjects, plans in ((block.providers, self._provider_plans),
+                                (block.probes, self._probe_plans)):
+            for subject, sub in subjects:
+                # Read before rendering: a write during the render bumps it again.
+                version = subject.version
+                if version == sub.version:
+                    continue
+                first = sub.version == -1
+                sub.version = version
+                data, texts, base = sub.data, sub.texts, sub.base
+                for i, read, format, static in plans:
+                    if static and not first:
+                        continue
+                    value = read(subject, now)
+                    if value != data[i]:
+                        data[i] = value
+                        texts[i] = format(value, base)
+                        stale[i] = None
+
+
+def _new_metric(family: Family[Any], type: str) -> Metric:
+    labels = list(family.labels)
+    if type == "counter":
+        return CounterMetricFamily(family.name, family.help, labels=labels)
+    if type == "histogram":
+        return HistogramMetricFamily(family.name, family.help, labels=labels)
+    if type == "summary":
+        return SummaryMetricFamily(family.name, family.help, labels=labels)
+    return GaugeMetricFamily(family.name, family.help, labels=labels)
+
+
+def _add_samples(metric: Metric, family: Family[Any], subject: Any, base: list[str],
+                 now: float) -> None:
+    if isinstance(metric, HistogramMetricFamily):
+        assert family.histogram is not None
+        h = family.histogram(subject)
+        metric.add_metric(base, _buckets(h), h.sum)
+    elif isinstance(metric, SummaryMetricFamily):
+        assert family.histogram is not None
+        h = family.histogram(subject)
+        metric.add_metric(base, h.count, h.sum)
+    elif family.value is not None:
+        v = family.value(subject, now)
+        if v is not None:
+            assert isinstance(metric, GaugeMetricFamily | CounterMetricFamily)
+            metric.add_metric(base, v)
+    else:
+        assert family.values is not None
+        assert isinstance(metric, GaugeMetricFamily | CounterMetricFamily)
+        for extra, v in family.values(subject, now):
+            metric.add_metric([*base, *extra], v)
+
+
+class Exposition:
+    """What ``/metrics`` serves: our families, then prometheus-client's standard
+    ``process_*``/``python_*`` collectors, optionally gzipped.
+
+    ``registry`` holds all of them (for ``get_sample_value`` and the encoders);
+    ``render()`` is byte for byte ``generate_latest(registry)`` (or the
+    OpenMetrics encoder's output), made fast for our part. Both ``render``
+    and ``render_gzip`` only read state and may run in any thread (the web
+    server calls them off the event loop).
+    """
+
+    def __init__(self, source: StateSource, *, histogram_buckets: bool = False,
+                 clock: Callable[[], float] = time.time,
+                 standard: Sequence[Collector] = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR,
+                                                  GC_COLLECTOR)) -> None:
+        self.collector = TokenHealthCollector(source, clock,
+                                              histogram_buckets=histogram_buckets)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        #: The standard collectors alone, rendered by prometheus-client (a few
+        #: dozen samples), after ours.
+        self._standard = CollectorRegistry(auto_describe=False)
+        for c in standard:
+            self.registry.register(c)
+            self._standard.register(c)
+
+    def _pieces(self, openmetrics: bool) -> list[bytes]:
+        pieces = self.collector.pieces(openmetrics)
+        # The OpenMetrics encoder ends with "# EOF\n", which must come last, once.
+        pieces.append((_om_latest if openmetrics else generate_latest)(self._standard))
+        return pieces
+
+    def render(self, openmetrics: bool = False) -> bytes:
+        """The whole exposition, text format 0.0.4 or OpenMetrics 1.0."""
+        return b"".join(self._pieces(openmetrics))
+
+    def render_gzip(self, openmetrics: bool = False) -> bytes:
+        """``render()`` gzip-compressed, for ``Content-Encoding: gzip``.
+
+        In one call: zlib lets go of the GIL while it compresses, so the event
+        loop runs meanwhile. (Compressing only the pieces that changed and
+        splicing the results saved CPU but made ~100 zlib calls, and after
+        each this thread waited for the loop to hand the GIL back: slower.)
+        """
+        return zlib.compress(self.render(openmetrics), GZIP_LEVEL, wbits=31)
+
+    async def keep_rendered(self, interval: float = 1.0) -> None:
+        """Run on the event loop: every ``interval``, render again, one block of
+        providers at a time, what changed, so that a scrape has little left.
+
+        Probes write ~70 results a second at 1,000 credentials; rendering them
+        as they come costs the loop a little every second, in slices of at
+        most one block, where a scrape every 15 s would otherwise render
+        ~1,000 at once holding the GIL (benchmarks/README.md, scrape). Never
+        raises; ends when cancelled.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for index in range(self.collector.blocks):
+                    self.collector.refresh_block(index)
+                    await asyncio.sleep(0)  # let the loop's jobs run between blocks
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end the loop's other work
+                log.exception("rendering metrics ahead of the scrape failed")

@@ -12,6 +12,7 @@ them runs the wiring users run::
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -41,12 +42,23 @@ class Service:
     web: WebServer
     redactor: Redactor
 
+    prerender: asyncio.Task[None] | None = None
+
     async def start(self) -> None:
-        # The port is bound before any token request: a busy port fails first.
+        """Bind the port, then start the loops; a busy port fails before any token request."""
         await self.web.start()
         await self.exporter.start()
+        exposition = self.app.exposition
+        if exposition is not None and self.app.render is not None:
+            # Renders changed metrics on the loop as results come in, so that a
+            # scrape (in a worker thread) has little left to do.
+            self.prerender = asyncio.create_task(exposition.keep_rendered(),
+                                                 name="keep-rendered")
 
     async def stop(self) -> None:
+        if self.prerender is not None:
+            self.prerender.cancel()
+            await asyncio.gather(self.prerender, return_exceptions=True)
         await self.web.stop()
         await self.exporter.stop()
 
@@ -62,6 +74,7 @@ def build_service(
     telemetry_path: str = "/metrics",
     max_requests: int = DEFAULT_MAX_REQUESTS,
     direct_render: bool = True,
+    histogram_buckets: bool = False,
     config_check_interval: float = 1.0,
     on_token: Callable[[str], None] | None = None,
     on_probe_lateness: Callable[[float], None] | None = None,
@@ -85,6 +98,7 @@ def build_service(
     exporter = Exporter(config, on_token=token_obtained, on_probe_lateness=on_probe_lateness,
                         client=client, limiter=limiter, clock=clock, rng=rng)
     app = build_web_app(exporter, reload or _no_reload, direct_render=direct_render,
-                        telemetry_path=telemetry_path, max_requests=max_requests)
+                        telemetry_path=telemetry_path, max_requests=max_requests,
+                        histogram_buckets=histogram_buckets)
     web = WebServer(app, listen, web_config, limits, config_check_interval=config_check_interval)
     return Service(exporter, app, web, redactor)

@@ -108,8 +108,7 @@ def running_exporter(config: Config | str, env: dict[str, str] | None = None,
         yield Harness(exporter, app.registry, loop, web.port, logs, tokens, web.scheme,
                       web, app)
     finally:
-        asyncio.run_coroutine_threadsafe(web.stop(), loop).result(30)
-        asyncio.run_coroutine_threadsafe(exporter.stop(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(40)
 
         async def drain() -> None:
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

@@ -2,9 +2,9 @@
 
 Benchmarks are scripts, not tests: their figures are recorded in
 benchmarks/README.md. This only proves each one starts, talks to the simulator
-and prints its figures, so a refactor cannot silently break them. The render
-benchmark also checks that the collector's direct renderer is byte-identical
-to prometheus-client's encoders.
+and prints its figures, so a refactor cannot silently break them. (That the
+direct renderer is byte-identical to prometheus-client's encoders is
+tests/test_collector.py's job.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> a phrase its output must contain
 BENCHMARKS = {
-    "render": "ratio",
+    "scrape": "scrape ms columns",
     "token_economy": "token requests per credential",
     "scheduler_capacity": "largest size with steady-state p99 lateness",
     "memory": "RSS in MiB",

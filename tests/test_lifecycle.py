@@ -97,9 +97,11 @@ def test_each_preset_gets_a_token_with_the_right_request(sim: SimulatedProvider)
                        token_host=sim.base_url.removeprefix("http://"),
                        auth_method=EXPECTED_AUTH[sim.kind])
         assert info == 1.0
+        # No failure class has happened, so none has a series (SPEC: lazily).
         for err in ErrorClass:
             assert h.value("oauth_token_refresh_failures_total", provider="p",
-                           error=err.value) == 0.0
+                           error=err.value) is None
+        assert h.value("oauth_token_refresh_consecutive_failures", provider="p") == 0.0
 
 
 @pytest.mark.parametrize("sim", [("simplestore", {"lifetime": 2})], indirect=True)

@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter.collector import StateSource, TokenHealthCollector
+from exporter.collector import Exposition, StateSource
 from exporter.state import ProviderState
 from exporter.web.landing import render_landing_page
 from exporter.web.stats import HTTPServerCollector, HTTPStats
@@ -133,6 +133,7 @@ class WebApp:
         #: (``TokenHealthCollector.render``): the same bytes as the encoder,
         #: 12-19x faster at 1,000 credentials (benchmarks/README.md).
         self.render = render
+        self.exposition: Exposition | None = None
         self.telemetry_path = check_telemetry_path(telemetry_path)
         self.max_requests = max_requests
         #: Shared by the app's renders and the server's gzip.
@@ -216,15 +217,18 @@ class WebApp:
 
 def build_web_app(source: Monitored, reload: Reload, *, direct_render: bool = True,
                   telemetry_path: str = "/metrics",
-                  max_requests: int = DEFAULT_MAX_REQUESTS) -> WebApp:
-    """The web app for an exporter: a registry holding its collector and the server's.
+                  max_requests: int = DEFAULT_MAX_REQUESTS,
+                  histogram_buckets: bool = False) -> WebApp:
+    """The web app for an exporter: a registry holding its families, the standard
+    process/Python collectors and the server's own.
 
     ``direct_render=False`` serves through prometheus-client's encoder instead
-    of ``TokenHealthCollector.render`` (same bytes, slower; for benchmarks).
+    of ``Exposition.render`` (same bytes, slower; for benchmarks).
     """
-    registry = CollectorRegistry(auto_describe=False)
-    collector = TokenHealthCollector(source)
-    registry.register(collector)
-    return WebApp(registry, source.provider_states, source.ready, reload,
-                  render=collector.render if direct_render else None,
-                  telemetry_path=telemetry_path, max_requests=max_requests)
+    exposition = Exposition(source, histogram_buckets=histogram_buckets)
+    app = WebApp(exposition.registry, source.provider_states, source.ready, reload,
+                 render=exposition.render if direct_render else None,
+                 telemetry_path=telemetry_path, max_requests=max_requests)
+    #: For the event loop's ``exposition.keep_rendered()`` task (``exporter.service``).
+    app.exposition = exposition
+    return app
