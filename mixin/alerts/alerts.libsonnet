@@ -392,7 +392,10 @@ local promql = import '../lib/promql.libsonnet';
             // A window in which the probe went probeFailingFor without a
             // success held an outage (TokenHealthProbeFailing's), not
             // flapping: its failures would keep the ratio low for the rest
-            // of the window.
+            // of the window. So did a window in which the credential had no
+            // valid token at some point (TokenHealthNoValidToken's): while a
+            // token is refused, the probes still send it and count the API's
+            // refusals, which say nothing of the API's reliability.
             local failures = 'sum without (error) %s' % ind(promql.lazyIncrease(sel('oauth_probe_failures_total', ['error!="no_token"']), cfg.probeFlappingWindow), 0);
             |||
               (
@@ -403,7 +406,11 @@ local promql = import '../lib/promql.libsonnet';
               %(count)s >= %(min)d
               and
               max_over_time((time() - %(lastSuccess)s)[%(window)s:1m]) < %(recent)d
+              and %(on)s
+              min_over_time(%(valid)s[%(window)s]) == 1
             ||| % {
+              on: on,
+              valid: sel('oauth_token_valid'),
               failures: ind(failures, 2),
               count: failures,
               attempts: sel('oauth_probe_attempts_total'),
