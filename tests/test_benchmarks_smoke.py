@@ -29,6 +29,7 @@ BENCHMARKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_benchmark_runs_quick(name: str) -> None:
     proc = subprocess.run(

@@ -78,6 +78,7 @@ RESPONSES: dict[str, tuple[Answer, ErrorClass | None]] = {
 }
 
 
+@pytest.mark.slow
 def test_malformed_token_responses_each_get_a_class_and_harm_no_one() -> None:
     with scripted_server({"/steal": Answer(200, tok())}) as other, \
             SimulatedProvider("simplifi") as healthy:
@@ -217,6 +218,7 @@ def test_non_utf8_and_binary_config_files(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.slow
 def test_a_429_closes_the_host_only_where_the_budget_is_per_ip() -> None:
     """Retry-After from a host with a known per-IP limit holds back every
     credential there; from any other host it holds back only the one refused."""

@@ -303,6 +303,7 @@ def series_per_credential(n: int) -> float:
     return total / n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 1000])
 def test_a_healthy_credential_with_two_probes_exports_at_most_30_series(n: int) -> None:
     per_credential = series_per_credential(n)
@@ -391,6 +392,7 @@ def _mutations() -> list[Mutation]:
     ]
 
 
+@pytest.mark.slow
 def test_the_render_cache_never_serves_stale_text() -> None:
     rng = random.Random(5)
     states = fixed_states() + healthy_states(70)  # more than two blocks
@@ -513,6 +515,7 @@ def test_exposition_adds_process_and_python_collectors_and_gzip() -> None:
     assert exposition.registry.get_sample_value("process_cpu_seconds_total") is not None
 
 
+@pytest.mark.slow
 def test_keep_rendered_renders_changes_on_the_loop_ahead_of_the_scrape() -> None:
     states = healthy_states(300)  # three blocks
     exposition = Exposition(Source(states), clock=lambda: NOW)

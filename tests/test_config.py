@@ -297,6 +297,7 @@ def run_cli(
     )
 
 
+@pytest.mark.slow
 def test_check_config_cli(tmp_path: Path) -> None:
     path = tmp_path / "providers.yaml"
     path.write_text(good(tmp_path))
@@ -314,6 +315,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert SECRET not in bad.stdout + bad.stderr
 
 
+@pytest.mark.slow
 def test_broken_config_exits_non_zero_at_start(tmp_path: Path) -> None:
     path = tmp_path / "providers.yaml"
     path.write_text(provider_yaml(client_id="${MISSING_ID}"))

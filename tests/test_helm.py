@@ -141,6 +141,7 @@ def test_helm_lint_strict(helm: str, scenario: str) -> None:
     assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout, done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_core_objects_validate_against_the_kubernetes_schemas(
     render: Render, scenario: str, tmp_path: Path,

@@ -98,6 +98,7 @@ def providers_config() -> dict[str, Any]:
 # --- schemas ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_core_manifests_validate_against_the_kubernetes_schemas() -> None:
     done = kubernetes_validate(*(KUBE / f for f in CORE_FILES))
     assert done.returncode == 0, done.stdout + done.stderr

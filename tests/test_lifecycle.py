@@ -104,6 +104,7 @@ def test_each_preset_gets_a_token_with_the_right_request(sim: SimulatedProvider)
         assert h.value("oauth_token_refresh_consecutive_failures", provider="p") == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sim", [("simplestore", {"lifetime": 2})], indirect=True)
 def test_short_lifetimes_renew_before_expiry_without_extra_requests(
     sim: SimulatedProvider,
@@ -148,6 +149,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sim", [("smartdocumentor", {"lifetime": 3})], indirect=True)
 @pytest.mark.parametrize(("fault", "value", "error"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_faults_are_classified_and_recovered_from(
@@ -195,6 +197,7 @@ def test_wrong_credentials_for_every_provider_shape(sim: SimulatedProvider) -> N
             o.stop()
 
 
+@pytest.mark.slow
 def test_fifty_credentials_on_one_simpledocs_host_stay_within_the_limit() -> None:
     # The preset's 10/60 s is checked on a virtual clock in test_ratelimit.py;
     # here the same mechanism runs for real with the window scaled to 2 s, on

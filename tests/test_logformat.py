@@ -132,6 +132,7 @@ def test_config_check_is_the_blackbox_spelling_and_check_config_an_alias() -> No
     assert parser.parse_args([]).check_config is False
 
 
+@pytest.mark.slow
 def test_config_check_runs_end_to_end(tmp_path: Path) -> None:
     config = tmp_path / "providers.yaml"
     config.write_text(

@@ -85,6 +85,7 @@ def variable_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
 # ------------------------------------------------------------------ freshness
 
 
+@pytest.mark.slow
 def test_checked_in_files_equal_a_fresh_render(default_files: dict[Path, str]) -> None:
     assert set(default_files) == {
         Path("alerts/token-health.rules.yml"),
@@ -134,6 +135,7 @@ def test_missing_jsonnet_is_a_clear_error(
     assert "pip install -e '.[mixin]'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_jsonnet_entry_points_render_the_same(default_files: dict[Path, str]) -> None:
     import _jsonnet
 
@@ -186,10 +188,12 @@ def lint(result: dict[str, Any]) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 def test_default_mixin_is_lint_clean(default: dict[str, Any]) -> None:
     assert lint(default) == []
 
 
+@pytest.mark.slow
 def test_custom_mixin_is_lint_clean(custom: dict[str, Any]) -> None:
     assert lint(custom) == []
 
@@ -303,12 +307,14 @@ def test_custom_render_is_valid_promql(custom: dict[str, Any], tmp_path: Path) -
     promtool_accepts(custom, tmp_path)
 
 
+@pytest.mark.slow
 def test_an_empty_selector_renders_valid_promql(tmp_path: Path) -> None:
     result = mixin_render.evaluate({"tokenHealthSelector": ""})
     promtool_accepts(result, tmp_path)
     assert "{, " not in json.dumps(result)
 
 
+@pytest.mark.slow
 def test_hierarchy_can_be_left_to_alertmanager(tmp_path: Path) -> None:
     result = mixin_render.evaluate({"hierarchyInRules": False})
     promtool_accepts(result, tmp_path)

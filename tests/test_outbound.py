@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "outbound-secret-Hk4"
 
 
+@pytest.mark.slow
 def test_proxy_url_carries_token_requests_and_probes() -> None:
     with SimulatedProvider("simplestore") as sim, forward_proxy() as (proxy, seen):
         sim.add_client("app", SECRET)
@@ -101,6 +102,7 @@ def tls_provider(name: str, url: str, tls: dict[str, object] | None) -> dict[str
     return provider
 
 
+@pytest.mark.slow
 def test_tls_trust_identity_and_insecure_skip_verify(pki: Pki) -> None:
     script = {"/token": TOKEN, "/api": Answer(200, {"ok": True})}
     # Under TLS 1.2 a refused client certificate fails the handshake itself. Under

@@ -93,6 +93,7 @@ def test_project_urls_and_description() -> None:
 # --- --version -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_version_prints_like_a_prometheus_binary() -> None:
     done = run(sys.executable, "-m", "exporter", "--version", cwd=REPO, env=dict(os.environ))
     fields = VERSION_LINES.fullmatch(done.stdout)

@@ -65,6 +65,7 @@ CASES: dict[str, tuple[Answer, ErrorClass]] = {
 TRANSPORT = ["connection_error", "tls_error_cert", "tls_error_protocol"]
 
 
+@pytest.mark.slow
 def test_every_probe_error_class_from_a_realistic_answer(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -249,6 +250,7 @@ def test_another_client_taking_a_token_is_reported_as_such() -> None:
             assert h.value("oauth_probe_success", provider="sd", probe="read") == 1.0
 
 
+@pytest.mark.slow
 def test_read_only_token_on_a_write_endpoint_is_insufficient_scope_without_renewal() -> None:
     write = """      - name: write
         method: POST
@@ -272,6 +274,7 @@ def test_read_only_token_on_a_write_endpoint_is_insufficient_scope_without_renew
             assert h.value("oauth_token_valid", provider="sd") == 1.0
 
 
+@pytest.mark.slow
 def test_a_hanging_probe_does_not_delay_other_providers() -> None:
     """Provider A's API hangs until the probe times out, on every probe; provider
     B's probes and renewals must keep their schedule. Lateness is measured from
@@ -378,6 +381,7 @@ providers:
             assert h.value("oauth_probe_success", provider="p", probe="api") == 1.0
 
 
+@pytest.mark.slow
 def test_a_token_replaced_mid_probe_is_not_a_revocation() -> None:
     """At SimpleDocs a renewal revokes the old token. A probe still in flight
     with the old token gets token_revoked; that is our own renewal, not another

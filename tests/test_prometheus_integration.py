@@ -74,6 +74,9 @@ from tests.promql import (
 from tests.promtool import run_promtool
 from tests.scripted import free_port
 
+#: A real Prometheus server for the whole module: every test here is slow.
+pytestmark = pytest.mark.slow
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,7 @@ def tracked_copy(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
+@pytest.mark.slow
 def test_first_command_installs_and_serves_live_metrics(tmp_path: Path) -> None:
     """Run verbatim in a fresh copy: venv, install, demo on :10180."""
     tracked_copy(tmp_path)

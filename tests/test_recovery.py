@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from exporter.simulator import SimulatedProvider
 from tests.harness import running_exporter, wait_for
 
 SECRET = "recovery-secret-Tt5"
 
 
+@pytest.mark.slow
 def test_token_endpoint_down_longer_than_a_lifetime_then_back() -> None:
     lifetime, backoff_max = 2, 1.0
     sim = SimulatedProvider("simplestore", lifetime=lifetime).start()

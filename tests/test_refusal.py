@@ -73,6 +73,7 @@ def test_a_bare_401_to_every_probe_costs_at_most_two_token_requests_over_20_runs
 
 @pytest.mark.parametrize(("probes", "interval"), [
     (1, "30s"), (5, "30s"), pytest.param(3, "1s", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_persistent_refusal_costs_one_extra_token_per_lifetime(probes: int,
                                                               interval: str) -> None:
     api = FakeApi(lifetime=3600, api_handler=bare_401)
@@ -128,6 +129,7 @@ def test_a_token_revoked_once_costs_one_renewal_and_the_retry_succeeds() -> None
     run_virtual(scenario())
 
 
+@pytest.mark.slow
 def test_a_token_refused_again_after_it_worked_waits_for_the_scheduled_renewal() -> None:
     """Another client taking tokens with our credentials: we do not fight it."""
     api = FakeApi(lifetime=3600)
@@ -188,6 +190,7 @@ def test_refusals_never_cut_a_token_endpoint_backoff_short() -> None:
     assert sum(later) / len(later) > 15  # mean of uniform(0, 60)
 
 
+@pytest.mark.slow
 def test_a_refusal_while_the_token_endpoint_fails_waits_for_the_backoff() -> None:
     """The token endpoint went down before the API refused the (still unexpired) token."""
 

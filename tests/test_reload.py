@@ -82,6 +82,7 @@ def sims() -> Iterator[dict[str, SimulatedProvider]]:
             sim.stop()
 
 
+@pytest.mark.slow
 def test_reload_keeps_tokens_and_rejects_bad_configs(tmp_path: Path,
                                                      sims: dict[str, SimulatedProvider]) -> None:
     a, b, c = sims["simplestore"], sims["smartdocumentor"], sims["simplifi"]
@@ -132,6 +133,7 @@ def test_reload_keeps_tokens_and_rejects_bad_configs(tmp_path: Path,
     assert SECRET not in stderr
 
 
+@pytest.mark.slow
 def test_sigterm_revokes_tokens_when_asked(tmp_path: Path) -> None:
     with SimulatedProvider("simpledocs") as sim:
         sim.add_client("app", SECRET, scopes="read")

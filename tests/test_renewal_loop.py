@@ -68,6 +68,7 @@ def gaps(times: list[float]) -> list[float]:
 # --------------------------------------------------------------------------- never stops
 
 
+@pytest.mark.slow
 def test_a_thousand_failures_with_zero_backoff_never_stop_the_schedule() -> None:
     """The old scheduler dropped a plan that was due while its job still ran."""
     api = FakeApi(token_handler=lambda r: status(500))
@@ -354,6 +355,7 @@ def test_renewal_jitter_brings_renewals_earlier_by_at_most_the_jitter() -> None:
     assert gaps(api.token_requests()) == [400.0] * 5
 
 
+@pytest.mark.slow
 def test_failures_back_off_exponentially_up_to_the_cap() -> None:
     api = FakeApi(token_handler=lambda r: status(503))
 
@@ -396,6 +398,7 @@ def test_full_jitter_draws_between_zero_and_the_ceiling() -> None:
     assert gaps(api.token_requests())[:4] == [1.0, 2.0, 4.0, 5.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retry_after", ["120", "Mon, 01 Jun 2026 00:02:00 GMT"])
 def test_retry_after_is_honoured_over_a_shorter_backoff(retry_after: str) -> None:
     answers = iter([status(429, b"", **{"Retry-After": retry_after}), status(429)])
@@ -440,6 +443,7 @@ def test_a_success_resets_the_backoff() -> None:
     assert gaps(api.token_requests()) == [1.0, 2.0, 4.0, 50.0, 1.0]
 
 
+@pytest.mark.slow
 def test_first_renewals_of_many_credentials_are_paced() -> None:
     api = FakeApi()
 

@@ -204,6 +204,7 @@ def test_rule_tests_would_catch_a_wrong_annotation(tmp_path: Path) -> None:
     assert (done.stdout + done.stderr).count("(changed)") >= changed
 
 
+@pytest.mark.slow
 def test_situation_tests_would_catch_an_extra_alert(tmp_path: Path) -> None:
     # "None elsewhere" holds only if the firing list is exhaustive: drop one
     # expected alert from a situation and promtool must fail.
@@ -337,6 +338,7 @@ def test_runbook_sections_are_complete_and_none_is_stale() -> None:
 # ---------------------------------------------------------------- rule tests
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ALERTS, ids=ALERT_IDS)
 def test_alert_has_a_firing_and_a_silent_case(rule: dict[str, Any]) -> None:
     cases = alert_cases()[rule["alert"]]

@@ -36,6 +36,7 @@ def assert_clean(text: str, values: list[str], where: str) -> None:
     assert not leaked, f"{len(leaked)} secret value(s) found in {where}"
 
 
+@pytest.mark.slow
 def test_in_process_outputs_hold_no_secret_or_token(demo: Config,
                                                     simulation: Simulation) -> None:
     with running_exporter(demo, log_level="debug") as h:
@@ -65,6 +66,7 @@ def test_in_process_outputs_hold_no_secret_or_token(demo: Config,
         assert_clean(text, tokens, where)
 
 
+@pytest.mark.slow
 def test_cli_demo_at_debug_level_in_json_holds_no_secret() -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -207,6 +209,7 @@ def test_config_errors_never_show_a_secret(field: str, value: str) -> None:
     assert not USERINFO.search(message), message
 
 
+@pytest.mark.slow
 def test_check_config_shows_no_secret_and_masks_userinfo(secret_file: Path,
                                                         tmp_path: Path) -> None:
     path = tmp_path / "providers.yaml"
@@ -231,6 +234,7 @@ def test_check_config_shows_no_secret_and_masks_userinfo(secret_file: Path,
     assert_no_secret(bad.stdout + bad.stderr, "--check-config error")
 
 
+@pytest.mark.slow
 def test_running_exporter_outputs_hold_no_config_secret(secret_file: Path) -> None:
     script = {"/token": Answer(200, {"access_token": "at-1", "token_type": "Bearer",
                                      "expires_in": 3600}),

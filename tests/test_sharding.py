@@ -116,6 +116,7 @@ def test_shard_of_rejects_a_bad_total() -> None:
         shard_of("x", 0)
 
 
+@pytest.mark.slow
 def test_cli_replicas_hold_disjoint_complete_provider_sets(tmp_path: Path) -> None:
     """Three replicas given the same file: each provider is held by exactly one."""
     names = [f"provider-{i}" for i in range(12)]

@@ -227,6 +227,7 @@ def test_signing_certificate_adds_x5t_headers(tmp_path: Path) -> None:
     assert _b64url(bytes.fromhex(hexed)) == header["x5t#S256"]
 
 
+@pytest.mark.slow
 def test_signing_certificate_must_certify_the_key(tmp_path: Path) -> None:
     keys.self_signed_certificate(keys.generate_key("RSA"), tmp_path / "other.crt", "other")
     path = keys.write_pem(keys.generate_key("RSA"), tmp_path / "k.pem")

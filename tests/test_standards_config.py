@@ -74,6 +74,7 @@ def test_a_jwk_file_brings_its_own_kid_and_algorithm(files: dict[str, Path]) -> 
     assert (p.signing_key.algorithm, p.signing_key.kid) == ("ES256", "ec-1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["tls_client_auth", "self_signed_tls_client_auth"])
 def test_mutual_tls_needs_no_secret(pki: Pki, method: str) -> None:
     cfg = parse_config(text("token_url: https://id.example.com/token", "client_id: ops",

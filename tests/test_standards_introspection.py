@@ -171,6 +171,7 @@ def test_a_configured_url_needs_no_discovery() -> None:
     assert form(seen[0])["client_secret"] == "exporter-secret-0123456"
 
 
+@pytest.mark.slow
 def test_a_mutual_tls_credential_uses_the_alias(pki: Any) -> None:
     p = provider(auth_method="tls_client_auth", client_secret=None,
                  tls_config={"cert_file": str(pki.client_cert), "key_file": str(pki.client_key)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
@@ -62,6 +63,7 @@ def test_render_and_the_registry_agree(pki: Pki, tmp_path: Path) -> None:
     assert collector.render(openmetrics=True) == openmetrics_latest(registry)
 
 
+@pytest.mark.slow
 def test_the_values(pki: Pki, tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(TokenHealthCollector(Source(states(pki, tmp_path)), clock=lambda: NOW))

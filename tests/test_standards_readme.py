@@ -49,6 +49,7 @@ def load(block: str, files: dict[str, str]) -> Config:
     return parse_config(block, "README.md", env)
 
 
+@pytest.mark.slow
 def test_every_example_loads_and_every_method_has_one(files: dict[str, str]) -> None:
     blocks = examples()
     assert len(blocks) >= len(ALL_METHODS)

@@ -121,6 +121,7 @@ async def until(predicate: Callable[[], object], limit: float = 3600) -> None:
 # ------------------------------------------------------------------------- the document
 
 
+@pytest.mark.slow
 def test_the_document_is_read_once_and_its_token_endpoint_used() -> None:
     server = FakeIssuer(lifetime=60)
 
@@ -281,6 +282,7 @@ def test_mutual_tls_methods_go_to_the_alias_with_only_a_client_id(
 @pytest.mark.parametrize(("audience", "expected"), [
     (None, TOKEN), ("issuer", ISSUER), ("https://login.example/aud", "https://login.example/aud"),
 ])
+@pytest.mark.slow
 def test_each_attempt_carries_a_fresh_assertion(audience: str | None, expected: str) -> None:
     server = FakeIssuer(lifetime=60)
     cfg = config(auth_method="client_secret_jwt", assertion_audience=audience)

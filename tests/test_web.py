@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import httpx
+import pytest
 
 from exporter.config import Config
 from exporter.simulator import Simulation
@@ -14,6 +15,7 @@ from tests.harness import running_exporter, wait_for
 from tests.promtool import promtool_path
 
 
+@pytest.mark.slow
 def test_metrics_pass_promtool_check_metrics(demo: Config) -> None:
     with running_exporter(demo, log_level="info") as h:
         wait_for(h.exporter.ready, message="first token attempts")
@@ -34,6 +36,7 @@ def test_metrics_pass_promtool_check_metrics(demo: Config) -> None:
         assert f"\n{family}" in text, family
 
 
+@pytest.mark.slow
 def test_openmetrics_and_gzip(demo: Config) -> None:
     with running_exporter(demo, log_level="info") as h:
         wait_for(h.exporter.ready)
@@ -72,6 +75,7 @@ def test_landing_page_has_a_row_per_provider_with_probes(demo: Config) -> None:
         assert "HTTP 0" not in html
 
 
+@pytest.mark.slow
 def test_health_ready_and_unknown_paths(simulation: Simulation) -> None:
     slow = simulation.providers["simplestore"]
     slow.set_faults(delay=1.5)

@@ -164,6 +164,7 @@ class Gate:
 # --------------------------------------------------------------------------- the three clocks
 
 
+@pytest.mark.slow
 def test_a_slow_header_is_cut_at_the_head_deadline_however_it_trickles() -> None:
     """One byte every 0.2 s never leaves the connection quiet for the 1 s deadline,
     so a timer restarted by each byte would never fire; the absolute deadline does."""
@@ -188,6 +189,7 @@ def test_a_slow_header_is_cut_at_the_head_deadline_however_it_trickles() -> None
         assert sent >= 4  # bytes kept arriving well inside the deadline
 
 
+@pytest.mark.slow
 def test_a_silent_connection_is_cut_at_the_head_deadline() -> None:
     limits = Limits(read_header_timeout=0.5, idle_timeout=30.0)
     with serving(limits) as s, connect(s.port) as sock:
@@ -195,6 +197,7 @@ def test_a_silent_connection_is_cut_at_the_head_deadline() -> None:
         assert waited is not None and 0.4 <= waited < 3.0, waited
 
 
+@pytest.mark.slow
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> None:
     """Between requests the idle timeout applies, not the (shorter) head deadline."""
     limits = Limits(read_header_timeout=0.3, idle_timeout=1.2)

@@ -149,6 +149,7 @@ def test_a_silent_client_does_not_block_the_others(pki: Pki) -> None:
                 s.close()
 
 
+@pytest.mark.slow
 def test_a_silent_client_is_cut_at_the_handshake_timeout(pki: Pki) -> None:
     config = load_web_config(write_web_config(pki, "hs.yml", tls_block()))
     limits = Limits(tls_handshake_timeout=0.5, read_header_timeout=30.0)
@@ -265,6 +266,7 @@ def test_basic_auth_over_tls(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
         assert PASSWORD not in h.logs.getvalue()
 
 
+@pytest.mark.slow
 def test_basic_auth_without_tls_protects_every_endpoint(pki: Pki) -> None:
     text = f"basic_auth_users:\n  prometheus: '{hashed()}'\n"
     with serving(pki, text) as h:
@@ -416,6 +418,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, env=env, cwd=cwd, check=False)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_broken_web_config(pki: Pki, tmp_path: Path) -> None:
     providers = tmp_path / "providers.yaml"
     providers.write_text(NO_PROVIDERS)
@@ -437,6 +440,7 @@ def test_cli_refuses_a_broken_web_config(pki: Pki, tmp_path: Path) -> None:
     assert missing.returncode == 1 and "nope.yml: cannot read web config file" in missing.stderr
 
 
+@pytest.mark.slow
 def test_cli_check_config_summarises_a_good_web_config(pki: Pki, tmp_path: Path) -> None:
     providers = tmp_path / "providers.yaml"
     providers.write_text(NO_PROVIDERS)
@@ -458,6 +462,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_cli_serves_tls_and_basic_auth(pki: Pki, tmp_path: Path) -> None:
     providers = tmp_path / "providers.yaml"
     providers.write_text(NO_PROVIDERS)
@@ -571,6 +576,7 @@ def test_bad_rate_limits_are_refused(pki: Pki, text: str, expected: str) -> None
         load_web_config(write_web_config(pki, "rate.yml", text))
 
 
+@pytest.mark.slow
 def test_rate_limit_answers_429_before_auth(pki: Pki) -> None:
     text = (f"basic_auth_users:\n  prometheus: '{hashed()}'\n"
             "rate_limit:\n  interval: 1m\n  burst: 2\n")
@@ -610,6 +616,7 @@ def pem_to_der(path: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(path.read_text())
 
 
+@pytest.mark.slow
 def test_a_renewed_certificate_is_served_on_the_next_connection(
     pki: Pki, tmp_path: Path
 ) -> None:
@@ -643,6 +650,7 @@ def test_a_renewed_certificate_is_served_on_the_next_connection(
         assert "not-a-hash" not in h.logs.getvalue()
 
 
+@pytest.mark.slow
 def test_users_change_without_a_restart_and_tls_cannot_be_switched_off(pki: Pki) -> None:
     path = write_web_config(pki, "users.yml", f"basic_auth_users:\n  alice: '{hashed()}'\n")
     with serving_file(pki, path) as h:

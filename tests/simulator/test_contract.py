@@ -177,6 +177,7 @@ def test_rate_limit_shape(case: VendorCase, how: str, make: Factory, http: httpx
         assert request_token(http, provider).status_code == 200
 
 
+@pytest.mark.slow
 def test_expired_tokens_are_refused_and_classed(make: Factory, http: httpx.Client) -> None:
     """One test for all five, so they share a single one-second wait."""
     providers = {case.kind: make(case.kind, lifetime=1) for case in CASES}

@@ -54,6 +54,7 @@ def test_malformed_token_requests(
     assert provider.issued_token_count() == 0
 
 
+@pytest.mark.slow
 def test_rate_limit_sliding_window(make: Factory, http: httpx.Client) -> None:
     provider = make("simplestore", rate_limit=(2, 0.5))
     assert request_token(http, provider).status_code == 200
@@ -116,6 +117,7 @@ def test_token_faults_and_clear(
     assert normal.status_code == 200 and normal.json()["expires_in"] == 43200
 
 
+@pytest.mark.slow
 def test_delay_fault(make: Factory, http: httpx.Client) -> None:
     provider = make("smartdocumentor")
     provider.set_faults(delay=0.3)
@@ -132,6 +134,7 @@ def test_delay_fault(make: Factory, http: httpx.Client) -> None:
     assert time.monotonic() - started < 0.25
 
 
+@pytest.mark.slow
 def test_api_delay_fault(make: Factory, http: httpx.Client) -> None:
     provider = make("simplifi")
     token = get_token(http, provider)
@@ -309,6 +312,7 @@ def test_simulation_runs_all_five_with_demo_clients(http: httpx.Client) -> None:
         http.get(sim.providers["simplifi"].base_url + "/_sim/stats")
 
 
+@pytest.mark.slow
 def test_simulation_rate_limit_window_applies_to_the_limited_vendor(http: httpx.Client) -> None:
     with Simulation(rate_limit_window=0.5) as sim:
         simpledocs = sim.providers["simpledocs"]
