@@ -64,6 +64,10 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.arrivals: list[tuple[float, str]] = []
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The exporter is stopped mid-request at the end of the run: no traceback.
+        pass
+
 
 def config_text(n: int, port: int, backoff: str) -> str:
     lines = ["providers:"]
