@@ -497,7 +497,7 @@ def test_cli_serves_tls_and_basic_auth(pki: Pki, tmp_path: Path) -> None:
 
 #: Every key of exporter-toolkit's web config, with a value, and whether this
 #: exporter honours it (True) or refuses it by name (the error fragment).
-TOOLKIT_KEYS: list[tuple[str, str, bool | str]] = [
+TOOLKIT_KEYS: list[tuple[str, str | None, bool | str]] = [
     ("tls_server_config.cert_file", "cert_file: server.crt", True),
     ("tls_server_config.key_file", "key_file: server.key", True),
     ("tls_server_config.client_auth_type", "client_auth_type: NoClientCert", True),
