@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="logfmt or json (text: alias of logfmt) (env TOKEN_EXPORTER_LOG_FORMAT; "
         "default logfmt)")
     add("--log.library-level", dest="log_library_level", choices=list(LEVELS), metavar="LEVEL",
-        help="level for other libraries' loggers (httpx, apscheduler, ...), never more "
+        help="level for other libraries' loggers (httpx, httpcore, asyncio, ...), never more "
         "verbose than --log.level (env TOKEN_EXPORTER_LOG_LIBRARY_LEVEL; default warn)")
     add("--shard", dest="shard", type=int, metavar="N",
         help="this replica's shard, 0-based (env TOKEN_EXPORTER_SHARD; default 0)")

@@ -54,7 +54,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from exporter.assertion import (
@@ -70,11 +69,12 @@ from exporter.interpolation import InterpolationError, expand
 from exporter.logsetup import Redactor, mask_userinfo
 from exporter.presets import PRESETS, AuthMethod, Preset, RateLimit
 from exporter.yamlfile import (
+    CheckedModel,
     ConfigError,
-    FieldProblems,
     Loc,
     LocatedYaml,
     Problem,
+    Problems,
     StrictModel,
     check_mapping,
     compose_yaml,
@@ -224,10 +224,8 @@ _CREDENTIAL_NAME = re.compile(r"authorization|cookie|secret|token|key|password|p
 #: environment here is not redacted from logs.
 PUBLIC_FIELDS = frozenset({"name", "preset", "method", "auth", "auth_method", "scope"})
 
-Problems = list[tuple[Loc, str]]
 
-
-class Tunables(StrictModel):
+class Tunables(CheckedModel):
     """Keys that may be set in ``defaults`` and overridden per provider."""
 
     probe_interval: PositiveDuration = 60.0
@@ -240,20 +238,8 @@ class Tunables(StrictModel):
     backoff_max: PositiveDuration = 300.0
     max_response_bytes: int = Field(1 << 20, ge=1024)
 
-    @model_validator(mode="after")
-    def _contradictions(self) -> Tunables:
-        problems = self.field_problems()
-        if problems:
-            raise FieldProblems(problems)
-        return self
-
     def field_problems(self) -> Problems:
-        """Contradictions between fields, each at the field to change.
-
-        Subclasses extend the list (call super); pydantic runs this once every
-        field has validated on its own.
-        """
-        out: Problems = []
+        out = super().field_problems()
         if self.backoff_initial > self.backoff_max:
             out.append((("backoff_initial",), "must not exceed backoff_max"))
         if self.renew_jitter >= self.renew_at_fraction:
@@ -292,7 +278,7 @@ _HTTP_ONLY = ("method", "expect_status", "body", "auth")
 _INTROSPECTION_ONLY = ("client_id", "client_secret", "client_secret_file", "auth_method")
 
 
-class ProbeConfig(StrictModel):
+class ProbeConfig(CheckedModel):
     name: str = Field(pattern=_NAME)
     #: http: request ``url`` with the token; introspection: ask the server
     #: about the token (RFC 7662).
@@ -326,16 +312,9 @@ class ProbeConfig(StrictModel):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         return _unique_header_names(value)
 
-    @model_validator(mode="after")
-    def _by_kind(self) -> ProbeConfig:
-        problems = self.kind_problems()
-        if problems:
-            raise FieldProblems(problems)
-        return self
-
-    def kind_problems(self) -> Problems:
+    def field_problems(self) -> Problems:
         """Keys that do not fit the probe's kind, and the introspecting credential's gaps."""
-        out: Problems = []
+        out = super().field_problems()
         given = self.model_fields_set
         if self.kind == "http":
             if self.url is None:
@@ -359,7 +338,7 @@ class ProbeConfig(StrictModel):
         return out
 
 
-class TLSConfig(StrictModel):
+class TLSConfig(CheckedModel):
     """Outbound TLS for the token endpoint and the probes of one provider (``tls_config``).
 
     ``cert_file``/``key_file`` are the client certificate: presented on every
@@ -378,24 +357,23 @@ class TLSConfig(StrictModel):
             raise ValueError("is not a readable file")
         return path
 
-    @model_validator(mode="after")
-    def _check(self) -> TLSConfig:
+    def field_problems(self) -> Problems:
+        out = super().field_problems()
         if (self.cert_file is None) != (self.key_file is None):
             missing = "key_file" if self.key_file is None else "cert_file"
-            raise FieldProblems([((missing,), "cert_file and key_file must be set together")])
-        return self
+            out.append(((missing,), "cert_file and key_file must be set together"))
+        return out
 
 
-def _check_issuer(value: object) -> object:
-    if not isinstance(value, str):
-        return value
+def check_issuer(value: str) -> str:
+    """``value`` if it can be an issuer identifier (RFC 8414 section 2), else ValueError."""
     _check_url(value)
     if "?" in value or "#" in value:
         raise ValueError("an issuer has no query or fragment (RFC 8414 section 2)")
     return value
 
 
-IssuerUrl = Annotated[str, BeforeValidator(_check_issuer)]
+IssuerUrl = Annotated[str, BeforeValidator(lambda v: check_issuer(v) if isinstance(v, str) else v)]
 SigningAlgorithm = Literal["RS256", "PS256", "ES256", "EdDSA", "Ed25519", "HS256"]
 #: Where a client assertion's ``aud`` points: the token endpoint the request
 #: goes to, the issuer, or a URL written out.

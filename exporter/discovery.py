@@ -17,7 +17,6 @@ except through those classes; its URLs are only used, never echoed.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ from typing import Final, Literal
 
 import httpx
 
+from exporter.config import is_loopback_host
 from exporter.errors import ErrorClass, InvalidResponse, classify_exception
-from exporter.http import read_capped
+from exporter.http import json_object, read_capped
 
 #: The class of a document whose ``issuer`` is not the configured one.
 ISSUER_MISMATCH: Final = "issuer_mismatch"
@@ -109,26 +109,6 @@ def discovery_urls(issuer: str) -> tuple[str, str]:
     return oidc, rfc8414
 
 
-def check_issuer(issuer: str) -> str:
-    """Raise ValueError unless ``issuer`` is usable as an issuer identifier (RFC 8414 §2)."""
-    try:
-        url = httpx.URL(issuer)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ValueError(f"invalid issuer URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("issuer must be an absolute https:// URL")
-    if url.query or url.fragment or "?" in issuer or "#" in issuer:
-        raise ValueError("issuer must not have a query or fragment (RFC 8414 section 2)")
-    return issuer
-
-
-def _is_loopback(host: str) -> bool:
-    # Imported late: config imports this module's check_issuer.
-    from exporter.config import is_loopback_host
-
-    return is_loopback_host(host)
-
-
 class _Rejected(Exception):
     """A document we cannot use; the fetch loop turns it into a DiscoveryError."""
 
@@ -160,7 +140,7 @@ def _check_endpoint(value: str, name: str, allow_http: bool) -> str:
         raise _Rejected(ErrorClass.INVALID_RESPONSE, f"{name} is not a valid URL")
     if url.scheme == "https" and url.host:
         return value
-    if url.scheme == "http" and url.host and (allow_http or _is_loopback(url.host)):
+    if url.scheme == "http" and url.host and (allow_http or is_loopback_host(url.host)):
         return value
     # RFC 8414 §2: endpoints are https. A plain-http one elsewhere would carry
     # the client's credential in clear.
@@ -181,11 +161,9 @@ def parse_metadata(
 def _parse(body: bytes, issuer: str, source: str, fetched_at: float,
            allow_http: bool) -> ServerMetadata:
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _Rejected(ErrorClass.INVALID_RESPONSE, "metadata document is not JSON") from None
-    if not isinstance(doc, dict):
-        raise _Rejected(ErrorClass.INVALID_RESPONSE, "metadata document is not a JSON object")
+        doc = json_object(body, "metadata document")
+    except InvalidResponse as exc:
+        raise _Rejected(ErrorClass.INVALID_RESPONSE, str(exc)) from None
     if doc.get("issuer") != issuer:
         # Exact string comparison, as OIDC Discovery §4.3 and RFC 8414 §3.3 require:
         # no normalising of case, ports or trailing slashes.

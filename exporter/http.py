@@ -22,10 +22,12 @@ Exceptions raised here, all ``errors.InvalidResponse``::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import certifi
 import httpx
@@ -345,3 +347,14 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
         log.warning("answer from %s refused (invalid_response): %s",
                     _safe_url(response.request.url), exc)
         raise
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """The JSON object an answer's body holds; ``InvalidResponse`` naming ``what`` if none."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidResponse(f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidResponse(f"{what} is not a JSON object")
+    return doc

@@ -38,7 +38,6 @@ anyway. Nothing from the answer reaches a log or label but through a class.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from exporter.config import Probe
 from exporter.discovery import DiscoveryError, MetadataCache
 from exporter.endpoints import server_metadata
 from exporter.errors import ErrorClass, InvalidResponse, classify_exception, classify_response
-from exporter.http import read_capped
+from exporter.http import json_object, read_capped
 from exporter.logsetup import log_for
 from exporter.state import ProviderState
 from exporter.tokens import Token, assertion_audience
@@ -136,10 +135,10 @@ def judge(body: bytes, token: Token, requested_scope: str | None,
           now: float) -> tuple[ErrorClass | None, str]:
     """The class of a 2xx introspection answer about ``token`` (None: success), and why."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return ErrorClass.INVALID_RESPONSE, "the introspection answer is not JSON"
-    if not isinstance(doc, dict) or not isinstance(doc.get("active"), bool):
+        doc = json_object(body, "the introspection answer")
+    except InvalidResponse as exc:
+        return ErrorClass.INVALID_RESPONSE, str(exc)
+    if not isinstance(doc.get("active"), bool):
         return ErrorClass.INVALID_RESPONSE, "the introspection answer has no boolean active"
     if not doc["active"]:
         return ErrorClass.TOKEN_REVOKED, ""

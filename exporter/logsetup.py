@@ -8,8 +8,8 @@ JSON)::
 
 `--log.level` takes debug|info|warn|error (warning is an alias), `--log.format`
 logfmt|json (text is an alias). The level applies to this program's loggers
-(`exporter.*`); other libraries' loggers (httpx, httpcore, apscheduler,
-asyncio) stay at warning, because their info and debug lines are about their
+(`exporter.*`); other libraries' loggers (httpx, httpcore, asyncio, ...)
+stay at warning, because their info and debug lines are about their
 own internals and would drown ours, unless `--log.library-level` asks for more.
 
 A line about one credential carries `provider=` (and `probe=`) as fields:

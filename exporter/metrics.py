@@ -133,15 +133,41 @@ def _scopes(st: ProviderState, now: float) -> Iterable[tuple[tuple[str, ...], Nu
     return [((s,), _flag(granted is None or s in granted)) for s in requested.split()]
 
 
-def _failures(st: ProviderState | ProbeState,
-              now: float) -> Iterable[tuple[tuple[str, ...], Number]]:
+#: A subject whose attempts are counted: a credential's token requests, a probe's runs.
+Attempted = ProviderState | ProbeState
+
+
+def _failures(st: Attempted, now: float) -> Iterable[tuple[tuple[str, ...], Number]]:
     return [((e.value,), n) for e, n in st.failures.snapshot().items()]
 
 
-def _last_error(st: ProviderState | ProbeState,
-                now: float) -> Iterable[tuple[tuple[str, ...], Number]]:
+def _last_error(st: Attempted, now: float) -> Iterable[tuple[tuple[str, ...], Number]]:
     error = st.last_error
     return () if error is None else (((error.value,), 1.0),)
+
+
+def _outcomes(subject: Literal["provider", "probe"], prefix: str, *, sent: str, runs: str,
+              last_success: tuple[str, str]) -> tuple[Family[Attempted], ...]:
+    """The five families that follow a repeated attempt, read the same way for a
+    credential's token requests and a probe's runs: requests ``sent``, failed
+    ``runs`` by class, failures in a row, the last failure's class, and when it
+    last succeeded (``last_success``: name and help, which do not follow ``prefix``)."""
+    run = runs.removesuffix("s")
+    return (
+        Family(prefix + "attempts", "counter", f"{sent} sent.", subject,
+               value=lambda st, now: st.attempts),
+        Family(prefix + "failures", "counter",
+               f"Failed {runs} by error class; a class appears when it first happens.",
+               subject, extra_labels=("error",), values=_failures),
+        Family(prefix + "consecutive_failures", "gauge",
+               f"Failed {runs} since the last success (0 when healthy).", subject,
+               value=lambda st, now: st.consecutive_failures),
+        Family(prefix + "last_error", "gauge",
+               f"1 for the error class of the last failed {run}, while failing.", subject,
+               extra_labels=("error",), values=_last_error),
+        Family(last_success[0], "gauge", last_success[1], subject,
+               value=lambda st, now: st.last_success),
+    )
 
 
 def _discovery_failures(st: ProviderState,
@@ -179,19 +205,10 @@ FAMILIES: tuple[Family[Any], ...] = (
     _provider("oauth_token_pending", "gauge",
               "1 until the credential's first token request has completed, then 0.",
               value=lambda st, now: _flag(st.pending)),
-    _provider("oauth_token_refresh_attempts", "counter", "Token requests sent.",
-              value=lambda st, now: st.attempts),
-    _provider("oauth_token_refresh_failures", "counter",
-              "Failed token requests by error class; a class appears when it first happens.",
-              extra_labels=("error",), values=_failures),
-    _provider("oauth_token_refresh_consecutive_failures", "gauge",
-              "Failed token requests since the last success (0 when healthy).",
-              value=lambda st, now: st.consecutive_failures),
-    _provider("oauth_token_refresh_last_error", "gauge",
-              "1 for the error class of the last failed token request, while failing.",
-              extra_labels=("error",), values=_last_error),
-    _provider("oauth_token_last_refresh_success_timestamp_seconds", "gauge",
-              "When a token was last obtained.", value=lambda st, now: st.last_success),
+    *_outcomes("provider", "oauth_token_refresh_", sent="Token requests",
+               runs="token requests", last_success=(
+                   "oauth_token_last_refresh_success_timestamp_seconds",
+                   "When a token was last obtained.")),
     _provider("oauth_token_refresh_duration_seconds", "histogram", "Token request latency.",
               histogram=lambda st: st.duration),
     _provider("oauth_token_scope_granted", "gauge",
@@ -217,19 +234,9 @@ FAMILIES: tuple[Family[Any], ...] = (
            "HTTP status of the last probe (0: no response).", value=lambda ps, now: ps.status),
     _probe("oauth_probe_duration_seconds", "histogram", "Probe latency.",
            histogram=lambda ps: ps.duration),
-    _probe("oauth_probe_attempts", "counter", "Probe requests sent.",
-           value=lambda ps, now: ps.attempts),
-    _probe("oauth_probe_failures", "counter",
-           "Failed probes by error class; a class appears when it first happens.",
-           extra_labels=("error",), values=_failures),
-    _probe("oauth_probe_consecutive_failures", "gauge",
-           "Failed probe runs since the last success.",
-           value=lambda ps, now: ps.consecutive_failures),
-    _probe("oauth_probe_last_error", "gauge",
-           "1 for the error class of the last failed probe run, while failing.",
-           extra_labels=("error",), values=_last_error),
-    _probe("oauth_probe_last_success_timestamp_seconds", "gauge",
-           "When the probe last met its expectation.", value=lambda ps, now: ps.last_success),
+    *_outcomes("probe", "oauth_probe_", sent="Probe requests", runs="probe runs",
+               last_success=("oauth_probe_last_success_timestamp_seconds",
+                             "When the probe last met its expectation.")),
     _provider("oauth_provider_info", "gauge", "Static facts about each configured provider.",
               extra_labels=("preset", "token_host", "auth_method"), values=_info, static=True),
     _exporter("oauth_exporter_build_info", "gauge",

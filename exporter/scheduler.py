@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Protocol
 
 from exporter.logsetup import log_for
@@ -84,6 +85,7 @@ class Watched(Protocol):
         ...
 
 
+@dataclass(eq=False)
 class Watchdog:
     """Finds renewals that stalled, logs and counts each, and re-plans them.
 
@@ -92,25 +94,22 @@ class Watchdog:
     this exporter must never have.
     """
 
-    def __init__(
-        self,
-        watched: Callable[[], Iterable[Watched]],
-        clock: Callable[[], float],
-        *,
-        interval: float = 5.0,
-        grace: float = 30.0,
-    ) -> None:
-        self._watched = watched
-        self._clock = clock
-        self.interval = interval
-        self.grace = grace
-        self.stalls = 0
+    #: The renewals to check, asked for again on every pass (a reload changes them).
+    watched: Callable[[], Iterable[Watched]]
+    clock: Callable[[], float]
+    _: KW_ONLY
+    #: Seconds between passes.
+    interval: float = 5.0
+    #: Seconds a renewal may be overdue before it counts as stalled.
+    grace: float = 30.0
+    #: Stalls found since start-up (``oauth_exporter_renewal_stalls_total``).
+    stalls: int = field(default=0, init=False)
 
     def check(self) -> int:
         """One pass over every renewal; returns how many stalls it repaired."""
         found = 0
-        now = self._clock()
-        for item in list(self._watched()):
+        now = self.clock()
+        for item in list(self.watched()):
             why = item.stalled(now, self.grace)
             if why is None:
                 continue

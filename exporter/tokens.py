@@ -37,7 +37,7 @@ from exporter.errors import (
     classify_response,
     from_body,
 )
-from exporter.http import read_body, read_capped
+from exporter.http import json_object, read_body, read_capped
 
 __all__ = [  # read_capped moved to exporter.http; still importable from here
     "Token", "TokenError", "basic_credentials", "build_request", "client_auth", "granted_scopes",
@@ -216,11 +216,9 @@ def _valid_token_string(value: object) -> bool:
 def parse_token_response(provider: Provider, body: bytes, issued_at: float) -> Token:
     """Judge a 2xx token response; raise TokenError(invalid_response) if unusable."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise TokenError(ErrorClass.INVALID_RESPONSE, "response is not JSON") from None
-    if not isinstance(doc, dict):
-        raise TokenError(ErrorClass.INVALID_RESPONSE, "response is not a JSON object")
+        doc = json_object(body, "response")
+    except InvalidResponse as exc:
+        raise TokenError(ErrorClass.INVALID_RESPONSE, str(exc)) from None
     if "access_token" not in doc:
         # Some servers answer 200 with an error document.
         named = from_body(body)

@@ -54,7 +54,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import bcrypt
 from pydantic import (
@@ -287,6 +287,19 @@ def parse_basic_authorization(header: str | None) -> tuple[bytes, bytes] | None:
     return (user, password) if sep else None
 
 
+class _Attempt(NamedTuple):
+    """One ``Authorization`` header, looked up: what bcrypt needs, and what is known already."""
+
+    password: bytes
+    hashed: bytes
+    #: The cache key of (user, hash, password).
+    key: bytes
+    #: The user name is configured.
+    known: bool
+    #: A check of these very credentials succeeded before.
+    remembered: bool
+
+
 class BasicAuth:
     """Checks HTTP basic credentials against bcrypt hashes.
 
@@ -331,8 +344,8 @@ class BasicAuth:
             digest.update(part)
         return digest.digest()
 
-    def _lookup(self, authorization: str | None) -> tuple[bytes, bytes, bytes, bool] | None:
-        """``(password, hash, cache key, known user)``, or None for a hopeless header."""
+    def _lookup(self, authorization: str | None) -> _Attempt | None:
+        """What the header claims, or None for a header that cannot be right."""
         credentials = parse_basic_authorization(authorization)
         if credentials is None:
             return None
@@ -346,7 +359,9 @@ class BasicAuth:
                 found = hashed
         # An unknown user is checked against a real hash too, then refused.
         hashed = found if found is not None else self._users[0][1]
-        return password, hashed, self._cache_key(user, hashed, password), found is not None
+        key = self._cache_key(user, hashed, password)
+        known = found is not None
+        return _Attempt(password, hashed, key, known, known and self._remembered(key))
 
     def _remembered(self, key: bytes) -> bool:
         with self._cache_lock:
@@ -357,22 +372,19 @@ class BasicAuth:
 
     def quick(self, authorization: str | None) -> bool | None:
         """True or False when known without bcrypt; None when ``check()`` must decide."""
-        found = self._lookup(authorization)
-        if found is None:
+        attempt = self._lookup(authorization)
+        if attempt is None:
             return False
-        _, _, key, known = found
-        if known and self._remembered(key):
-            return True
-        return None
+        return True if attempt.remembered else None
 
     def check(self, authorization: str | None) -> bool:
         """True if the ``Authorization`` header holds a configured user's password."""
-        found = self._lookup(authorization)
-        if found is None:
+        attempt = self._lookup(authorization)
+        if attempt is None:
             return False
-        password, hashed, key, known = found
-        if known and self._remembered(key):
+        if attempt.remembered:
             return True
+        password, hashed, key, known, _ = attempt
         with self._bcrypt_lock:
             try:
                 ok = bcrypt.checkpw(password, hashed)

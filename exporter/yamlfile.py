@@ -13,8 +13,8 @@ This module owns what the two files share before their own validation:
       file:line:column: provider "x": field "a.b": message
 
   from a pydantic ``ValidationError`` (``validation_problems``) or from the
-  caller's own checks (``Problem``). Model validators report cross-field
-  problems at the field concerned by raising ``FieldProblems``.
+  caller's own checks (``Problem``). A ``CheckedModel`` reports cross-field
+  problems at the field concerned (``field_problems``, raised as ``FieldProblems``).
 
 Nothing here prints a value from the file: a caller that wants the offending
 value echoed passes a ``show`` function that decides what is safe to print.
@@ -28,10 +28,10 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, NamedTuple, Self, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 try:  # libyaml parses about four times faster; the pure-Python parser is the same language
     from yaml import CSafeLoader as _SafeLoader
@@ -99,9 +99,8 @@ def _position_in(data: bytes, offset: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- locations
 
 
-@dataclass(frozen=True)
-class Position:
-    """A 1-based line and column in the file."""
+class Position(NamedTuple):
+    """A 1-based line and column in the file; positions sort in reading order."""
 
     line: int
     column: int
@@ -200,9 +199,9 @@ class LocatedYaml:
     def format(self, problems: Iterable[Problem]) -> list[str]:
         """One line per problem, in the order they appear in the file."""
 
-        def where(p: Problem) -> tuple[int, int]:
+        def where(p: Problem) -> Position:
             pos = p.position or self.position(p.at if p.at is not None else p.loc, key=p.key)
-            return (pos.line, pos.column) if pos else (0, 0)
+            return pos or Position(0, 0)
 
         return [f"{self.locate(p.loc, key=p.key, at=p.at, note=p.note, position=p.position)}"
                 f": {p.message}" for p in sorted(problems, key=where)]
@@ -389,6 +388,29 @@ class FieldProblems(ValueError):
     def __init__(self, problems: Iterable[tuple[Loc, str]]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(message for _, message in self.problems))
+
+
+#: Problems found at named fields, each location relative to the model.
+Problems = list[tuple[Loc, str]]
+
+
+class CheckedModel(StrictModel):
+    """A config model whose fields are also judged together, once each is valid alone."""
+
+    @model_validator(mode="after")
+    def _check_fields_together(self) -> Self:
+        problems = self.field_problems()
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    def field_problems(self) -> Problems:
+        """Contradictions between fields, each at the field to change.
+
+        Subclasses extend the list (call super); pydantic runs this once every
+        field has validated on its own.
+        """
+        return []
 
 
 #: Given a location and the value pydantic saw there, text to append to the

@@ -91,7 +91,7 @@ def _dump(document: Any) -> str:
 def evaluate(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The mixin's alerts and dashboards as plain data, with ``overrides`` merged
     into its ``_config``."""
-    import _jsonnet  # type: ignore[import-untyped]  # PyPI `jsonnet`; imported here for a clear error
+    import _jsonnet  # PyPI `jsonnet`; imported here for a clear error
 
     text = _jsonnet.evaluate_snippet(
         str(HERE / "render-snippet.jsonnet"),

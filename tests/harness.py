@@ -11,7 +11,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,8 +43,13 @@ class Harness:
     web: WebServer | None = None
     app: WebApp | None = None
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+    def call(self, awaitable: Awaitable[T], timeout: float = 30) -> T:
+        """Await ``awaitable`` on the exporter's loop and return its result."""
+
+        async def wait() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wait(), self.loop).result(timeout)
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run a plain function on the exporter's loop (state is written there)."""

@@ -32,7 +32,7 @@ DASHBOARD_FILE = REPO / "dashboards" / "token-health.json"
 
 # The exporter's metrics (SPEC.md's metric table), as series names on /metrics.
 # Kept here rather than parsed from SPEC.md so a change of contract shows up
-# as a diff of this list; tests/test_prometheus_integration.py compares it
+# as a diff of this list; tests/live/test_live_contract.py compares it
 # with what the running exporter serves.
 _GAUGES = {
     "oauth_token_expiration_timestamp_seconds",

@@ -27,12 +27,6 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.openmetrics.exposition import generate_latest as _om_latest
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as _parse_openmetrics,
-)
-from prometheus_client.parser import text_string_to_metric_families as _parse_text
-from prometheus_client.utils import floatToGoString
 from pydantic import SecretStr
 
 import exporter.metrics
@@ -46,23 +40,20 @@ from exporter.ratelimit import HostLimiter
 from exporter.renewal import TokenManager
 from exporter.state import ProbeState, ProviderState
 from exporter.tokens import Token
+from tests.promclient import go_float, om_families, om_latest, text_families
 from tests.promtool import promtool_path
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = 1_900_000_000.0
-om_latest: Callable[[CollectorRegistry], bytes] = _om_latest
-_om_families: Callable[[str], Iterable[Metric]] = _parse_openmetrics
-_text_families: Callable[[str], Iterable[Metric]] = _parse_text
-go_float: Callable[[float], str] = floatToGoString
 
 
 def parse_openmetrics(text: str) -> list[Metric]:
     """Strict: raises on anything invalid in OpenMetrics 1.0."""
-    return list(_om_families(text))
+    return list(om_families(text))
 
 
 def parse_text(text: str) -> list[Metric]:
-    return list(_text_families(text))
+    return list(text_families(text))
 
 
 class Source:

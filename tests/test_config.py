@@ -54,6 +54,7 @@ def test_presets_and_defaults_are_applied(tmp_path: Path) -> None:
     cfg = parse_config(good(tmp_path), "p.yaml", env())
     sd, smart, fi = cfg.providers
     assert sd.client_id == "sd-client"
+    assert sd.client_secret is not None
     assert sd.client_secret.get_secret_value() == SECRET
     assert sd.scope == "read"  # SimpleDocs defaults to read
     assert sd.token_rate_limit is not None and sd.token_rate_limit.requests == 10
@@ -62,6 +63,7 @@ def test_presets_and_defaults_are_applied(tmp_path: Path) -> None:
     assert sd.client_secret_expires_at == 1803859200.0
     assert smart.token_url == "https://cloud.smartdocumentor.net/connect/token"
     assert smart.scope == "WebAPI"
+    assert smart.client_secret is not None
     assert smart.client_secret.get_secret_value() == "file-secret-value"
     assert fi.auth_method == "client_secret_basic"
     assert fi.timeout == 2.0 and fi.scope is None
@@ -173,6 +175,7 @@ def test_missing_env_var_is_named() -> None:
 def test_dollar_escape_and_interpolation_keep_yaml_specials() -> None:
     text = provider_yaml(client_secret='"${S}"', client_id="'$${literal}'")
     cfg = parse_config(text, "p.yaml", {"S": "a: b # not a comment"})
+    assert cfg.providers[1].client_secret is not None
     assert cfg.providers[1].client_secret.get_secret_value() == "a: b # not a comment"
     assert cfg.providers[1].client_id == "${literal}"
 

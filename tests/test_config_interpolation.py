@@ -104,6 +104,7 @@ def test_a_bare_variable_is_kept_and_warned_about_without_its_value(
         "    scope: $SCOPE\n")
     with caplog.at_level(logging.WARNING, logger="exporter.config"):
         (p,) = parse_config(text, "p.yaml", {"SCOPE": "read", "sw0rdXYZ": "x"}).providers
+    assert p.client_secret is not None
     assert (p.client_secret.get_secret_value(), p.scope) == ("pa$sw0rdXYZ", "$SCOPE")
     hint = ("a $ followed by a name is kept as written; write ${NAME} to read the "
             "environment, or $$ for a literal $")

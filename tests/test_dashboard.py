@@ -4,7 +4,7 @@ show what they must show.
 
 Every query must parse (promtool reads them as recording rules), read only the
 exporter's metrics (tests/promql.py's list of SPEC's metric table; the live
-exporter is compared with that list in tests/test_prometheus_integration.py),
+exporter is compared with that list in tests/live/test_live_contract.py),
 carry the mixin's selector and the job/instance/provider/probe variables, and
 use counters only inside rate()/increase() or the mixin's lazy-increase idiom.
 """

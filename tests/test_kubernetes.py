@@ -79,7 +79,8 @@ def container(statefulset: dict[str, Any]) -> dict[str, Any]:
 
 
 def arg(container: dict[str, Any], name: str) -> str:
-    values = [a.split("=", 1)[1] for a in container["args"] if a.startswith(f"{name}=")]
+    args: list[str] = container["args"]
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
     assert len(values) == 1, f"expected one {name}=... in {container['args']}"
     return values[0]
 

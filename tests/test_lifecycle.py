@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -188,10 +189,12 @@ def test_wrong_credentials_for_every_provider_shape(sim: SimulatedProvider) -> N
         for o in [sim, *others]:
             o.set_faults(wrong_credentials=True)
         with running_exporter(config, log_level="info") as h:
+            def refused(kind: str) -> bool:
+                return (h.value("oauth_token_refresh_failures_total", provider=kind,
+                                error="invalid_client") or 0) >= 1
+
             for kind in KINDS:
-                wait_for(lambda k=kind: (h.value("oauth_token_refresh_failures_total",
-                                                provider=k, error="invalid_client") or 0) >= 1,
-                         message=f"{kind} invalid_client")
+                wait_for(partial(refused, kind), message=f"{kind} invalid_client")
     finally:
         for o in others:
             o.stop()

@@ -17,6 +17,7 @@ import sys
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,11 @@ def test_tls_trust_identity_and_insecure_skip_verify(pki: Pki) -> None:
         with running_exporter(yaml.safe_dump({"providers": providers}),
                               log_level="info") as h:
             wait_for(h.exporter.ready, message="first attempts")
+            def probe_ok(name: str) -> bool:
+                return h.value("oauth_probe_success", provider=name, probe="api") == 1.0
+
             for name in ("trusted", "insecure", "mtls", "mtls13"):
-                wait_for(lambda n=name: h.value("oauth_probe_success", provider=n,
-                                                probe="api") == 1.0, message=name)
+                wait_for(partial(probe_ok, name), message=name)
             for name in ("untrusted", "mtls-no-cert", "mtls-rogue-cert"):
                 assert h.value("oauth_token_valid", provider=name) == 0.0, name
                 assert h.value("oauth_token_refresh_failures_total", provider=name,
@@ -435,6 +438,11 @@ def test_bombs_at_the_token_endpoint_and_every_probe_keep_the_schedule_running()
             def refused(times: int, metric: str, **labels: str) -> Callable[[], bool]:
                 return lambda: failures(metric, **labels) >= times
 
+            def renewal_planned(name: str) -> bool:
+                next_renewal = h.value("oauth_token_next_renewal_timestamp_seconds",
+                                       provider=name)
+                return (next_renewal or 0) > time.time() + 60
+
             # Three refusals each: every probe's schedule goes on after a bomb.
             for p in probes[:-1]:
                 wait_for(refused(3, "oauth_probe_failures_total", provider="api",
@@ -447,9 +455,7 @@ def test_bombs_at_the_token_endpoint_and_every_probe_keep_the_schedule_running()
                 name = f"token-{path.strip('/')}"
                 wait_for(refused(1, "oauth_token_refresh_failures_total", provider=name),
                          timeout=30, message=name)
-                wait_for(lambda n=name: (h.value("oauth_token_next_renewal_timestamp_seconds",
-                                                 provider=n) or 0) > time.time() + 60,
-                         message=f"{name}'s next renewal")
+                wait_for(partial(renewal_planned, name), message=f"{name}'s next renewal")
             assert h.value("oauth_probe_success", provider="api", probe="small") == 1.0
             assert h.value("oauth_token_valid", provider="api") == 1.0
             logs = h.logs.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import ssl
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -108,7 +109,8 @@ def test_every_probe_error_class_from_a_realistic_answer(tmp_path: Path) -> None
                                                probe=probe, error="no_token") or 0) >= 1
 
             for p in probes:
-                wait_for(lambda n=p["name"]: ran("api", n), timeout=8, message=p["name"])
+                name = str(p["name"])
+                wait_for(partial(ran, "api", name), timeout=8, message=name)
             wait_for(lambda: ran("tokenless", "p"), message="tokenless probe")
 
             expected = {path.strip("/"): cls for path, (_, cls) in CASES.items()}
@@ -336,9 +338,8 @@ def test_demo_config_probes_all_five_providers(demo: Config, simulation: Simulat
     with running_exporter(demo, log_level="info") as h:
         for p in demo.providers:
             for probe in p.probes:
-                wait_for(lambda p=p, probe=probe: h.value(
-                    "oauth_probe_attempts_total", provider=p.name, probe=probe.name),
-                    message=f"{p.name}/{probe.name}")
+                wait_for(partial(h.value, "oauth_probe_attempts_total", provider=p.name,
+                                 probe=probe.name), message=f"{p.name}/{probe.name}")
                 expected = 0.0 if probe.name == "create-document" else 1.0
                 assert h.value("oauth_probe_success", provider=p.name,
                                probe=probe.name) == expected, (p.name, probe.name)

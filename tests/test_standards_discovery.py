@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
+from exporter.config import check_issuer
 from exporter.discovery import (
     DISCOVERY_ERROR_CLASSES,
     ISSUER_MISMATCH,
     DiscoveryError,
     MetadataCache,
     ServerMetadata,
-    check_issuer,
     discovery_urls,
     fetch_metadata,
 )
@@ -113,8 +113,8 @@ def test_discovery_urls_follow_oidc_and_rfc8414_path_rules(issuer: str, oidc: st
 @pytest.mark.parametrize(("issuer", "message"), [
     ("https://as.example/?tenant=1", "query or fragment"),
     ("https://as.example/#x", "query or fragment"),
-    ("ftp://as.example", "absolute https"),
-    ("/realms/ops", "absolute https"),
+    ("ftp://as.example", "absolute http"),
+    ("/realms/ops", "absolute http"),
 ])
 def test_check_issuer_refuses_what_rfc8414_forbids(issuer: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

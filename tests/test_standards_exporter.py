@@ -11,6 +11,7 @@ not claim, and an auth method the server does not list. Sharing one exporter
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -116,6 +117,10 @@ def valid(h: Harness, provider: str) -> float | None:
     return h.value("oauth_token_valid", provider=provider)
 
 
+def has_token(h: Harness, provider: str) -> bool:
+    return valid(h, provider) == 1.0
+
+
 def failures(h: Harness, provider: str, error: str) -> float:
     return h.value("oauth_token_refresh_failures_total", provider=provider, error=error) or 0.0
 
@@ -149,7 +154,7 @@ def test_mutual_tls_credentials_use_the_alias_and_need_no_secret(
     # oidc-provider refuses tls_client_auth at its plain-HTTP token endpoint
     # (no certificate there): a token proves the request went to the alias.
     for name in ("oidc-mtls", "oidc-self-signed", "realm-mtls"):
-        wait_for(lambda n=name: valid(exporter, n) == 1.0, timeout=30, message=name)
+        wait_for(partial(has_token, exporter, name), timeout=30, message=name)
         provider = exporter.state(name).provider
         assert provider.client_secret is None
         assert provider.outbound.cert_file is not None
@@ -195,8 +200,8 @@ def test_an_issuer_mismatch_fails_clearly_and_the_credential_is_ready(
     exporter: Harness,
 ) -> None:
     name = "wrong-issuer"
-    assert exporter.value("oauth_discovery_failures_total", provider=name,
-                          error="issuer_mismatch") >= 1.0
+    assert (exporter.value("oauth_discovery_failures_total", provider=name,
+                           error="issuer_mismatch") or 0.0) >= 1.0
     assert failures(exporter, name, "invalid_response") >= 1.0
     assert valid(exporter, name) == 0.0
     assert exporter.value("oauth_discovery_last_success_timestamp_seconds",

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from exporter.assertion import certificate_not_after
 from exporter.collector import TokenHealthCollector
 from exporter.config import parse_config
 from exporter.state import ProviderState
 from tests.pki import Pki
+from tests.promclient import om_latest
 from tests.servers import keys
 
 NOW = 1_800_000_000.0
@@ -60,7 +60,7 @@ def test_render_and_the_registry_agree(pki: Pki, tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(collector)
     assert collector.render() == generate_latest(registry)
-    assert collector.render(openmetrics=True) == openmetrics_latest(registry)
+    assert collector.render(openmetrics=True) == om_latest(registry)
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ and what exporter.assertion signs is what real servers publish and accept.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import shutil
 import ssl
 import sys
 import time
@@ -17,7 +19,7 @@ import httpx
 import pytest
 
 from exporter import assertion
-from exporter.discovery import ISSUER_MISMATCH, DiscoveryError, fetch_metadata
+from exporter.discovery import ISSUER_MISMATCH, DiscoveryError, ServerMetadata, fetch_metadata
 from exporter.errors import ErrorClass
 from tests.harness import wait_for
 from tests.servers import dot_server as dot_server_module
@@ -30,8 +32,8 @@ from tests.servers.resource_server import ResourceServer
 pytestmark = pytest.mark.slow
 
 
-def _discover(issuer: str) -> object:
-    async def go() -> object:
+def _discover(issuer: str) -> ServerMetadata:
+    async def go() -> ServerMetadata:
         async with httpx.AsyncClient() as client:
             return await fetch_metadata(client, issuer, timeout=10, max_bytes=1 << 20)
 
@@ -48,10 +50,10 @@ def test_discovery_reads_oidc_provider_configuration(oidc_provider: OidcProvider
     assert metadata.introspection_endpoint == oidc_provider.introspection_endpoint
     assert metadata.revocation_endpoint == oidc_provider.revocation_endpoint
     assert metadata.jwks_uri == f"{oidc_provider.issuer}/jwks"
-    assert metadata.token_endpoint_auth_methods_supported == {
+    assert metadata.token_endpoint_auth_methods_supported == frozenset({
         "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt",
         "tls_client_auth", "self_signed_tls_client_auth",
-    }
+    })
     assert metadata.endpoint("token_endpoint", mtls=True) == f"{oidc_provider.mtls_base}/token"
     assert metadata.endpoint("token_endpoint", mtls=False) == oidc_provider.token_endpoint
 
@@ -237,13 +239,13 @@ def test_django_oauth_toolkit_introspection_sees_revocation(dot_server: DotServe
 def test_missing_node_fails_loudly_with_the_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(oidc_provider_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match="npm ci"):
         oidc_provider_module.require_node()
 
 
 def test_missing_django_oauth_toolkit_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dot_server_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match=r"pip install -e '\.\[test\]'"):
         dot_server_module.require_django_oauth_toolkit()
 

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import gzip
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import parse_qs, unquote_plus
 
 import httpx
@@ -247,7 +247,8 @@ class Chunks(httpx.AsyncByteStream):
             yield self._data[i:i + self._size]
 
 
-def streamed(body: bytes, status: int = 200, **headers: str) -> Handler:
+def streamed(body: bytes, status: int = 200,
+             headers: Mapping[str, str] | None = None) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, headers=headers, stream=Chunks(body))
 
@@ -260,7 +261,7 @@ BOMB = gzip.compress(bytes(64 << 20), compresslevel=9)
 
 @pytest.mark.parametrize("status", [200, 401, 500])
 def test_a_decompression_bomb_is_invalid_response(status: int) -> None:
-    result = fetch(provider(), streamed(BOMB, status, **{"Content-Encoding": "gzip"}))
+    result = fetch(provider(), streamed(BOMB, status, {"Content-Encoding": "gzip"}))
     assert isinstance(result, TokenError), result
     assert result.error is ErrorClass.INVALID_RESPONSE
     assert result.detail == "decoded body larger than 1048576 bytes"
@@ -269,7 +270,7 @@ def test_a_decompression_bomb_is_invalid_response(status: int) -> None:
 
 def test_a_compressed_token_answer_is_read() -> None:
     body = json.dumps({"access_token": "t", "expires_in": 60}).encode()
-    token = fetch(provider(), streamed(gzip.compress(body), **{"Content-Encoding": "gzip"}))
+    token = fetch(provider(), streamed(gzip.compress(body), headers={"Content-Encoding": "gzip"}))
     assert not isinstance(token, TokenError), token
 
 
@@ -283,7 +284,7 @@ def test_revocation_reads_its_answer_under_the_cap() -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
             return await revoke_token(client, p, token)  # type: ignore[arg-type]
 
-    bomb = streamed(BOMB, 200, **{"Content-Encoding": "gzip"})
+    bomb = streamed(BOMB, 200, {"Content-Encoding": "gzip"})
     assert asyncio.run(revoke(bomb)) == 200  # refused unread past the cap; the status stands
     assert asyncio.run(revoke(ok(b"", 503))) == 503
 

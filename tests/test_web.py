@@ -98,10 +98,10 @@ def test_direct_renderer_matches_prometheus_client_byte_for_byte(demo: Config) -
     """/metrics is written by TokenHealthCollector.render() plus the web server's own
     families; it must be exactly what prometheus-client's encoders produce."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 
     from exporter.collector import TokenHealthCollector
     from exporter.web import WebApp
+    from tests.promclient import om_latest
 
     with running_exporter(demo, log_level="info") as h:
         wait_for(h.exporter.ready)

@@ -131,7 +131,7 @@ def test_a_skip_reason_from_the_scheduler_is_shown_as_given() -> None:
                                    "(server_error)"), (classed, "rate_limited")):
         probe = state.probes["api"]
         probe.success, probe.status, probe.last_error = False, 0, ErrorClass.NO_TOKEN
-        probe.skip_reason = reason  # type: ignore[attr-defined]
+        probe.skip_reason = reason
     html = page([paused, classed])
     assert ("api: skipped (no valid token: the token endpoint is failing (server_error))"
             in row_html(html, "paused"))
@@ -187,7 +187,7 @@ def test_fresh_tokens_refused_and_expiring_secrets_are_said_in_words() -> None:
     # NOW is 2030-03-17T17:46Z: the secret has three days left.
     config = providers("refused", "old-secret", secret_expires="2030-03-20T00:00:00Z")
     refused, old = (healthy(ProviderState(p)) for p in config.providers)
-    refused.refused_fresh = True  # type: ignore[attr-defined]
+    refused.refused_fresh = True
     html = page([refused, old])
     assert "The API refuses freshly obtained tokens too" in row_html(html, "refused")
     assert "The client secret expires in under 14 days." in row_html(html, "old-secret")

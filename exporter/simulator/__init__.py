@@ -20,6 +20,8 @@ demand::
 Where things live::
 
     vendors/<kind>.py   one vendor's facts, bodies, errors and API (a ``Vendor`` subclass)
+    vendors/identityserver.py   what SmartDocumentor and SimpleStore share: an
+                        IdentityServer token endpoint and an ASP.NET JwtBearer API
     vendors/oidc.py     an optional generic OpenID Connect server (kind "oidc", not a
                         seed vendor): discovery, JWT and mTLS client authentication,
                         introspection, revocation

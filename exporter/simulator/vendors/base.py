@@ -19,6 +19,8 @@ from exporter.simulator.engine import (
     Request,
     Response,
     json_response,
+    media_type,
+    parse_form,
     read_client_auth,
 )
 
@@ -143,6 +145,20 @@ class Vendor:
         ``method`` is the request's, with HEAD read as GET.
         """
         return None
+
+    def read_form(
+        self, request: Request, method: str
+    ) -> tuple[dict[str, str], ClientAuth] | Response:
+        """The form and client credentials of a POSTed form (RFC 7009 revocation,
+        RFC 7662 introspection), or the answer that refuses the request."""
+        if method != "POST":
+            return self.method_not_allowed("POST")
+        if media_type(request.headers.get("content-type", "")) != (
+            "application/x-www-form-urlencoded"
+        ):
+            return self.oauth_error(400, "invalid_request", "Send a form body.")
+        form = dict(parse_form(request.body) or [])
+        return form, self.read_client_auth(request.headers, form, request.client_cert)
 
     def not_found(self, path: str) -> Response:
         return json_response(404, self.error_body("not_found", "No such endpoint."))

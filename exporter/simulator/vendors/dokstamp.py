@@ -77,10 +77,7 @@ def wants_json(accept: str) -> bool:
 class DokStamp(Vendor):
     kind = "dokstamp"
     seed = "004_0de1fd3e08e0d78b.txt"
-    token_path = "/oauth/token"
-    auth_method = "client_secret_post"
     lifetime = 43200
-    invalid_client_status = 401
     invalid_client_message = "Client authentication failed"
     demo_client = ("demo-dokstamp", "EMDHO4H4h4ZPx30QeGy2c9zaO4miNSJf")
 

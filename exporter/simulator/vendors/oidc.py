@@ -61,15 +61,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OctKey
 
-from exporter.simulator.engine import (
-    NO_STORE,
-    ClientAuth,
-    Request,
-    Response,
-    json_response,
-    media_type,
-    parse_form,
-)
+from exporter.simulator.engine import NO_STORE, ClientAuth, Request, Response, json_response
 from exporter.simulator.vendors.base import Vendor
 
 if TYPE_CHECKING:
@@ -99,7 +91,6 @@ class GenericOidc(Vendor):
     auth_method = "client_secret_basic"
     lifetime = 300
     default_scopes = "read"
-    invalid_client_status = 401
     invalid_client_message = "client authentication failed"
 
     def __init__(self) -> None:
@@ -316,14 +307,10 @@ class GenericOidc(Vendor):
         answer: Callable[[Engine, ClientAuth, str, str], Response],
     ) -> Response:
         """An RFC 7662 / 7009 endpoint: a POSTed form from an authenticated client."""
-        if method != "POST":
-            return self.method_not_allowed("POST")
-        if media_type(request.headers.get("content-type", "")) != (
-            "application/x-www-form-urlencoded"
-        ):
-            return self.oauth_error(400, "invalid_request", "Send a form body.")
-        form = dict(parse_form(request.body) or [])
-        auth = self.read_client_auth(request.headers, form, request.client_cert)
+        read = self.read_form(request, method)
+        if isinstance(read, Response):
+            return read
+        form, auth = read
         if auth.problem is not None:
             return self.oauth_error(400, "invalid_request", auth.problem)
         endpoint = engine.base_url + request.path

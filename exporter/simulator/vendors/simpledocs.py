@@ -15,13 +15,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from exporter.simulator.engine import (
-    Request,
-    Response,
-    json_response,
-    media_type,
-    parse_form,
-)
+from exporter.simulator.engine import Request, Response, json_response
 from exporter.simulator.vendors.base import Vendor
 
 if TYPE_CHECKING:
@@ -43,13 +37,10 @@ _REFUSED: dict[str, tuple[str, str]] = {
 class SimpleDocs(Vendor):
     kind = "simpledocs"
     seed = "000_fcaad63daf66ee5c.txt"
-    token_path = "/oauth/token"
-    auth_method = "client_secret_post"
     lifetime = 7200
     default_scopes = "read write"
     rate_limit = (10, 60.0)
     one_active_token = True
-    invalid_client_status = 401
     invalid_client_message = "The client ID or secret is incorrect."
     demo_client = ("demo-simpledocs", "HNa-45ogvWFkqp73ZOqnAMU9KRcXU1p1")
     # Read only, so that the demo's write probe shows insufficient_scope.
@@ -106,14 +97,10 @@ class SimpleDocs(Vendor):
 
     def _revoke(self, engine: Engine, request: Request, method: str) -> Response:
         """Explicit revocation (the seed mentions it; RFC 7009 semantics)."""
-        if method != "POST":
-            return self.method_not_allowed("POST")
-        if media_type(request.headers.get("content-type", "")) != (
-            "application/x-www-form-urlencoded"
-        ):
-            return self.oauth_error(400, "invalid_request", "Send a form body.")
-        form = dict(parse_form(request.body) or [])
-        auth = self.read_client_auth(request.headers, form, request.client_cert)
+        read = self.read_form(request, method)
+        if isinstance(read, Response):
+            return read
+        form, auth = read
         if not engine.revoke_token(auth, form.get("token", "")):
             return self.invalid_client(auth)
         return Response(200)

@@ -7,17 +7,19 @@
 - A failed client authentication is 400 ``{"error": "invalid_client"}``.
 - API: ``GET /api/v1/products``; refusals have an empty body and the reason in
   ``WWW-Authenticate``.
+
+The token endpoint and the API's shape are SmartDocumentor's too
+(``identityserver.py``); this module says what SimpleStore's own are.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from exporter.simulator.engine import Request, Response, json_response
-from exporter.simulator.vendors.base import Vendor
+from exporter.simulator.vendors.identityserver import IdentityServerVendor
 
 if TYPE_CHECKING:
-    from exporter.simulator.engine import Engine
+    from exporter.simulator.engine import Token, TokenState
 
 _PRODUCTS: list[dict[str, Any]] = [
     {"id": "P-1001", "name": "Espresso beans 1kg", "price": 24.5, "currency": "AUD"},
@@ -29,23 +31,18 @@ _CHALLENGES = {
 }
 
 
-class SimpleStore(Vendor):
+class SimpleStore(IdentityServerVendor):
     kind = "simplestore"
     seed = "003_4f74a99f9ed31a06.txt"
-    token_path = "/connect/token"
-    auth_method = "client_secret_post"
-    lifetime = 3600
     lifetime_field = "expiries_in"
-    invalid_client_status = 400
     demo_client = ("demo-simplestore", "m3XeV16Lmm-hbtF7OvtmepXomWFQuMzD")
 
-    def route(self, engine: Engine, request: Request, method: str) -> Response | None:
-        if request.path != "/api/v1/products":
-            return None
-        if method != "GET":
-            return self.method_not_allowed("GET")
-        state, _ = engine.token_state(request)
-        if state == "valid":
-            return json_response(200, {"data": _PRODUCTS, "total": len(_PRODUCTS)})
-        challenge = _CHALLENGES.get(state, 'Bearer error="invalid_token"')
-        return Response(401, headers=(("WWW-Authenticate", challenge),))
+    # --- API side -------------------------------------------------------------
+
+    api_path = "/api/v1/products"
+
+    def api_body(self) -> Any:
+        return {"data": _PRODUCTS, "total": len(_PRODUCTS)}
+
+    def challenge(self, state: TokenState, record: Token | None) -> str:
+        return _CHALLENGES.get(state, 'Bearer error="invalid_token"')

@@ -31,11 +31,8 @@ _PREFIX = "/api/v1/employees"
 class Simplifi(Vendor):
     kind = "simplifi"
     seed = "002_0d498f27ece73f39.txt"
-    token_path = "/oauth/token"
     auth_method = "client_secret_basic"
-    lifetime = 3600
     default_scopes = "read"
-    invalid_client_status = 401
     demo_client = ("demo-simplifi", "Jy_cxND8OQyC-jHiWkkXtZb2VfhGWqZ2")
 
     def granted_scope(self, allowed: tuple[str, ...], requested: str | None) -> str | None:

@@ -7,6 +7,9 @@
   secrets themselves expire (``add_client(secret_expires_at=...)``).
 - API: ``GET /api/v1/templates``; refusals are ASP.NET JwtBearer's: an empty
   body with the reason only in ``WWW-Authenticate``.
+
+The token endpoint and the API's shape are SimpleStore's too
+(``identityserver.py``); this module says what SmartDocumentor's own are.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from exporter.simulator.engine import Request, Response, json_response
-from exporter.simulator.vendors.base import Vendor
+from exporter.simulator.vendors.identityserver import IdentityServerVendor
 
 if TYPE_CHECKING:
-    from exporter.simulator.engine import Engine
+    from exporter.simulator.engine import Token, TokenState
 
 _TEMPLATES: list[dict[str, Any]] = [
     {"id": 1, "name": "Invoice", "type": "Word"},
@@ -26,14 +28,10 @@ _TEMPLATES: list[dict[str, Any]] = [
 ]
 
 
-class SmartDocumentor(Vendor):
+class SmartDocumentor(IdentityServerVendor):
     kind = "smartdocumentor"
     seed = "001_e271c1a4bdf9af1f.txt"
-    token_path = "/connect/token"
-    auth_method = "client_secret_post"
-    lifetime = 3600
     default_scopes = "WebAPI"
-    invalid_client_status = 400
     demo_client = ("demo-smartdocumentor", "FNeIZnt6z07Pr2TGvxuYGMwXTI6109gw")
 
     def granted_scope(self, allowed: tuple[str, ...], requested: str | None) -> str | None:
@@ -42,20 +40,18 @@ class SmartDocumentor(Vendor):
     def token_body(self, token: str, life: dict[str, Any], scope: str) -> dict[str, Any]:
         return {"access_token": token, **life, "token_type": "Bearer", "scope": scope}
 
-    def route(self, engine: Engine, request: Request, method: str) -> Response | None:
-        if request.path != "/api/v1/templates":
-            return None
-        if method != "GET":
-            return self.method_not_allowed("GET")
-        state, record = engine.token_state(request)
-        if state == "valid":
-            return json_response(200, _TEMPLATES)
+    # --- API side -------------------------------------------------------------
+
+    api_path = "/api/v1/templates"
+
+    def api_body(self) -> Any:
+        return _TEMPLATES
+
+    def challenge(self, state: TokenState, record: Token | None) -> str:
         if state == "missing":
-            challenge = "Bearer"
-        elif state == "expired" and record is not None:
+            return "Bearer"
+        if state == "expired" and record is not None:
             expired_at = time.strftime("%m/%d/%Y %H:%M:%S", time.gmtime(record.expires_at))
-            challenge = (f'Bearer error="invalid_token", '
-                         f"error_description=\"The token expired at '{expired_at}'\"")
-        else:
-            challenge = 'Bearer error="invalid_token", error_description="The token is invalid"'
-        return Response(401, headers=(("WWW-Authenticate", challenge),))
+            return (f'Bearer error="invalid_token", '
+                    f"error_description=\"The token expired at '{expired_at}'\"")
+        return 'Bearer error="invalid_token", error_description="The token is invalid"'
