@@ -166,8 +166,8 @@ class Exporter:
         provider, token = running.state.provider, running.state.token
         assert token is not None
         # A revocation counts against the host's per-IP budget like a token request.
-        await self._limiter.acquire(provider.token_host, provider.token_rate_limit)
-        status = await revoke_token(self._clients.get(provider.outbound), provider, token)
+        async with self._limiter.slot(provider.token_host, provider.token_rate_limit):
+            status = await revoke_token(self._clients.get(provider.outbound), provider, token)
         if status == 200:
             log_for(log, provider.name).info("token revoked at shutdown")
         else:

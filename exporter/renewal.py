@@ -293,19 +293,23 @@ class TokenManager:
         if wait > 0:
             # Waiting for the host's budget: say when it will go, not a time long past.
             self.state.next_renewal = self._clock() + wait
-        await self._limiter.acquire(provider.token_host, provider.token_rate_limit)
-        self.state.attempts += 1
-        self._sending_since = self._clock()
-        started = time.perf_counter()
-        try:
-            token = await obtain_token(self._client, self.state, self._clock, self.discovery)
-        except TokenError as exc:
-            self.state.completed += 1
-            self.state.duration.observe(time.perf_counter() - started)
-            self._failed(exc)
-            return
+        token: Token | None = None
+        error: TokenError | None = None
+        async with self._limiter.slot(provider.token_host, provider.token_rate_limit):
+            self.state.attempts += 1
+            self._sending_since = self._clock()
+            started = time.perf_counter()
+            try:
+                token = await obtain_token(self._client, self.state, self._clock,
+                                           self.discovery)
+            except TokenError as exc:
+                error = exc
         self.state.completed += 1
         self.state.duration.observe(time.perf_counter() - started)
+        if error is not None:
+            self._failed(error)
+            return
+        assert token is not None
         if self._on_token is not None:
             self._on_token(token.access_token.get_secret_value())
         state = self.state

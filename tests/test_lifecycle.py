@@ -214,8 +214,10 @@ def test_fifty_credentials_on_one_simpledocs_host_stay_within_the_limit() -> Non
             providers += provider_yaml(sim, name=f"sd-{i}", client_id=f"app-{i}",
                                        token_rate_limit=f"10/{window}s")
         with running_exporter("providers:\n" + providers, log_level="info") as h:
-            time.sleep(7.0)
-            assert not h.exporter.ready() or len(sim.token_requests()) >= 50
+            # 50 first requests at 10 per 2 s window: done after ~5 windows.
+            wait_for(lambda: len(sim.token_requests()) >= 50, timeout=120,
+                     message="fifty first token requests")
+            assert h.exporter.ready()
         requests = sim.token_requests()
     finally:
         sim.stop()
@@ -223,5 +225,5 @@ def test_fifty_credentials_on_one_simpledocs_host_stay_within_the_limit() -> Non
     busiest = max(sum(1 for t in times if s <= t < s + window) for s in times)
     assert busiest <= 10, busiest
     assert all(r.status == 200 for r in requests), {r.status for r in requests}
-    # ...and the budget is used, not wasted: about 10 per window over 7 s.
-    assert len(requests) >= 30
+    # That the budget is used, not wasted (no slower than it must be), is shown
+    # exactly on virtual time in test_ratelimit.py; wall-clock pace is not.

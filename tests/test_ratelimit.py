@@ -6,6 +6,7 @@ import asyncio
 
 from exporter.presets import PRESETS, RateLimit
 from exporter.ratelimit import HostLimiter, margin
+from tests.virtual import run_virtual
 
 
 class VirtualTime:
@@ -71,3 +72,45 @@ def test_retry_after_closes_the_host() -> None:
     waited = asyncio.run(limiter.acquire("h", None))
     assert waited == 30.0
     assert limiter.wait_time("h", None) == 0.0
+
+
+def _arrivals(use_slot: bool, delays: list[float]) -> list[float]:
+    """50 credentials x 3 requests through one limiter, on a virtual-time loop;
+    each request reaches the server ``delays[i]`` after it is sent (a busy
+    machine, a slow network) and is answered when it arrives. Returns the
+    server's arrival times."""
+    limit = RateLimit(10, 60.0)
+    arrivals: list[float] = []
+    delay = iter(delays)
+
+    async def main() -> None:
+        limiter = HostLimiter()  # the loop's (virtual) clock
+
+        async def request() -> None:
+            await asyncio.sleep(next(delay))
+            arrivals.append(asyncio.get_running_loop().time())
+
+        async def credential() -> None:
+            for _ in range(3):
+                if use_slot:
+                    async with limiter.slot("h", limit):
+                        await request()
+                else:
+                    await limiter.acquire("h", limit)
+                    await request()
+
+        await asyncio.gather(*(credential() for _ in range(50)))
+
+    run_virtual(main())
+    return sorted(arrivals)
+
+
+def test_a_request_is_logged_when_answered_so_late_arrivals_never_overrun() -> None:
+    # The 10th request takes 2 s to reach the server, every other one arrives at once.
+    delays = [2.0 if i == 9 else 0.0 for i in range(150)]
+    arrivals = _arrivals(True, delays)
+    assert len(arrivals) == 150
+    assert max_in_window(arrivals, 60.0) <= 10
+    # Logged at the send time instead, late arrivals crowd into the next window:
+    # the margin cannot absorb a delay longer than itself.
+    assert max_in_window(_arrivals(False, delays), 60.0) > 10
