@@ -329,8 +329,11 @@ providers:
     assert len(probe_gaps) >= 6, probe_gaps
     print(f"healthy provider: probe lateness {probe_lateness:.3f}s, "
           f"renewal lateness {token_lateness:.3f}s")
-    assert probe_lateness < 0.2, f"probe lateness {probe_lateness:.3f}s: {probe_gaps}"
-    assert token_lateness < 0.2, f"renewal lateness {token_lateness:.3f}s: {token_gaps}"
+    # A hanging answer holds a probe for its 2 s timeout; had it held the loop,
+    # the healthy provider would be late by about that much. The bound leaves
+    # room for a loaded machine's scheduling, and stays well below 2 s.
+    assert probe_lateness < 1.0, f"probe lateness {probe_lateness:.3f}s: {probe_gaps}"
+    assert token_lateness < 1.0, f"renewal lateness {token_lateness:.3f}s: {token_gaps}"
 
 
 def test_demo_config_probes_all_five_providers(demo: Config, simulation: Simulation) -> None:
