@@ -83,6 +83,7 @@ class Exporter:
         self._clock = clock
         self._rng = rng or random.Random()
         self._running: dict[str, _Running] = {}
+        self._states: tuple[ProviderState, ...] | None = None
         #: Issuer metadata, shared by the credentials at one issuer; a reload
         #: empties it, so every issuer's document is read again.
         self._discovery = MetadataCache(clock=clock)
@@ -102,7 +103,13 @@ class Exporter:
     # -- StateSource -------------------------------------------------------------------
 
     def provider_states(self) -> Iterable[ProviderState]:
-        return [r.state for r in list(self._running.values())]
+        """The providers' states; the same tuple until a provider is added or removed,
+        so that a reader can tell "unchanged" by identity (the renderer asks every
+        second per block of 128 providers)."""
+        states = self._states
+        if states is None:
+            states = self._states = tuple(r.state for r in list(self._running.values()))
+        return states
 
     @property
     def renewal_stalls(self) -> int:
@@ -226,6 +233,7 @@ class Exporter:
                             on_lateness=self._on_probe_lateness)
             )
         self._running[name] = running
+        self._states = None
 
         if kept is not None and kept.token is not None:
             manager.adopt(kept.token)
@@ -262,6 +270,7 @@ class Exporter:
         running = self._running.pop(name, None)
         if running is None:
             return
+        self._states = None
         task = asyncio.ensure_future(running.stop())
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)

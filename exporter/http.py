@@ -26,6 +26,7 @@ import logging
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import certifi
 import httpx
@@ -37,13 +38,14 @@ log = logging.getLogger("exporter.http")
 
 DEFAULT_OUTBOUND = Outbound()
 
-#: Requests one HTTP client has in flight at once (and connections it may open).
-MAX_CONNECTIONS = 1000
-#: Idle connections one HTTP client keeps open for reuse (httpx's own default).
-#: Why not more: httpcore's pool checks every idle connection's socket, and
-#: counts all its connections once per idle one, each time a request starts or
-#: ends; with 200 idle connections that cost milliseconds per request.
-MAX_KEEPALIVE = 20
+#: Requests one HTTP client has in flight to one host (scheme, host and port)
+#: at once, and connections it keeps open to that host for reuse. A host's
+#: throughput is this many over its latency: 64 connections at 100 ms are 640
+#: requests a second, the probes of 10,000 credentials at 30 s intervals.
+#: Why not more: httpcore's pool, whenever a request starts or ends, checks the
+#: socket of every idle connection it holds and counts all its connections once
+#: per idle one; so each host gets a pool of its own, kept this small.
+MAX_CONNECTIONS_PER_HOST = 64
 
 #: The content codings ``read_body`` undoes with a bound, and so the only ones
 #: we ask for. httpx would advertise br and zstd too when their libraries
@@ -92,62 +94,89 @@ class _ReleasingStream(httpx.AsyncByteStream):
                 release()
 
 
-class _BoundedTransport(httpx.AsyncBaseTransport):
-    """Lets at most ``limit`` requests into the connection pool at once; the rest queue here.
+class _HostPools(httpx.AsyncBaseTransport):
+    """One connection pool per host, each letting at most ``per_host`` requests in at
+    once; the rest queue here, on a semaphore.
 
-    Why: httpcore's pool, whenever a request starts or ends, matches every
-    request queued in it against every connection it holds. With a thousand
-    credentials starting together (a thousand token requests, then two thousand
-    probes) that is millions of checks per event: the event loop spent minutes
-    in them and requests timed out (benchmarks/README.md, scheduler_capacity).
-    Waiting on a semaphore instead costs O(1), and with ``limit`` equal to the
-    pool's ``max_connections`` the pool never has a queue, while as many
-    requests as before may be in flight. The wait is bounded by the request's
-    pool timeout and fails as ``httpx.PoolTimeout``, as waiting in the pool would.
+    Why one pool per host: httpcore's pool, whenever a request starts or ends,
+    walks every connection it holds (and, for each idle one, counts them all
+    again and polls its socket). One pool for every host made that cost grow
+    with the whole fleet's connections: at 2,000 credentials it was most of
+    the exporter's CPU (benchmarks/README.md, capacity). A pool per host holds
+    at most ``per_host`` connections, all kept alive for the next request, so a
+    host's probes reuse its connections instead of opening new ones.
+
+    Why the semaphore: with at most as many requests in a pool as it may have
+    connections, the pool never has a queue of its own, whose matching of every
+    queued request against every connection was the start-up stall this class
+    was first written for (and httpcore leaves connections behind when a
+    request is cancelled while queued in it, encode/httpcore#1093). The wait is
+    bounded by the request's pool timeout and fails as ``httpx.PoolTimeout``,
+    as waiting in the pool would. Every pool shares one SSL context.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
-        self._inner = inner
-        self._slots = asyncio.Semaphore(limit)
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport], per_host: int) -> None:
+        self._make = make
+        self._per_host = per_host
+        self._hosts: dict[tuple[bytes, bytes, int | None],
+                          tuple[httpx.AsyncBaseTransport, asyncio.Semaphore]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        key = (url.raw_scheme, url.raw_host, url.port)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = (self._make(), asyncio.Semaphore(self._per_host))
+        transport, slots = host
         timeout = request.extensions.get("timeout", {}).get("pool")
+        if slots.locked():
+            try:
+                async with asyncio.timeout(timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("timed out waiting for a free connection",
+                                        request=request) from None
+        else:
+            await slots.acquire()
         try:
-            async with asyncio.timeout(timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("timed out waiting for a free connection",
-                                    request=request) from None
-        try:
-            response = await self._inner.handle_async_request(request)
+            response = await transport.handle_async_request(request)
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _ReleasingStream(response.stream, self._slots.release)
+        response.stream = _ReleasingStream(response.stream, slots.release)
         return response
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        hosts, self._hosts = self._hosts, {}
+        for transport, _ in hosts.values():
+            await transport.aclose()
 
 
 def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
     # trust_env=False: proxies and CA bundles come from our config, never from
     # whatever environment the process happens to inherit. Redirects are never
     # followed: a token request redirected elsewhere would carry the secret.
-    # The transport is built here, with the same arguments AsyncClient would
-    # use for it (proxy included), so that it can be wrapped.
-    transport = httpx.AsyncHTTPTransport(
-        verify=outbound_ssl_context(outbound),
-        trust_env=False,
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
-                            max_keepalive_connections=MAX_KEEPALIVE),
-        proxy=outbound.proxy_url,
-    )
+    # The transports are built here, with the same arguments AsyncClient would
+    # use (proxy included), so that they can be wrapped; the SSL context is
+    # built once (loading a CA bundle takes milliseconds) and shared by all.
+    verify = outbound_ssl_context(outbound)
+    context = (httpx.create_ssl_context(verify=True, trust_env=False) if verify is True
+               else verify)
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS_PER_HOST,
+                          max_keepalive_connections=MAX_CONNECTIONS_PER_HOST)
+
+    def transport() -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport(verify=context, trust_env=False, limits=limits,
+                                        proxy=outbound.proxy_url)
+
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,
-        transport=_BoundedTransport(transport, MAX_CONNECTIONS),
+        # One client serves every credential with these options: a cookie one
+        # credential's answer set must never ride along with another's request.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        transport=_HostPools(transport, MAX_CONNECTIONS_PER_HOST),
         headers={"User-Agent": "token-health-exporter", "Accept-Encoding": ACCEPT_ENCODING},
     )
 

@@ -175,6 +175,22 @@ def test_the_client_asks_only_for_codings_it_decodes_with_a_bound() -> None:
         assert {h["User-Agent"] for h in base.headers} == {"token-health-exporter"}
 
 
+def test_a_cookie_one_answer_sets_is_never_sent_with_a_later_request() -> None:
+    # One client serves every credential with the same outbound options: a session
+    # cookie from one credential's answer must not ride along with another's.
+    async def go(base: str) -> None:
+        async with new_http_client() as client:
+            for path in ("/login", "/api", "/api"):
+                async with client.stream("GET", base + path) as response:
+                    await read_body(response, 1024)
+
+    cookie = {"Set-Cookie": "session=credential-a; Path=/", "Content-Type": "application/json"}
+    with scripted_server({"/login": Answer(200, {"ok": True}, cookie),
+                          "/api": Answer(200, {"ok": True}, cookie)}) as base:
+        asyncio.run(go(base))
+        assert [h.get("Cookie") for h in base.headers] == [None, None, None]
+
+
 # --------------------------------------------------------------------------- read_body
 
 
