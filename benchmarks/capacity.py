@@ -200,7 +200,7 @@ class Shard:
 
 
 def start_exporters(config: Path, shards: int, tmp: Path, asyncio_only: bool,
-                    source: Path = ROOT) -> list[Shard]:
+                    source: Path = ROOT, extra: Sequence[str] = ()) -> list[Shard]:
     started = []
     for i in range(shards):
         port = _free_port()
@@ -208,7 +208,7 @@ def start_exporters(config: Path, shards: int, tmp: Path, asyncio_only: bool,
         head = [sys.executable, "-c", NO_UVLOOP] if asyncio_only else [
             sys.executable, "-m", "exporter"]
         cmd = [*head, "--config.file", str(config),
-               "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "info"]
+               "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "info", *extra]
         if shards > 1:
             cmd += ["--shard", str(i), "--total-shards", str(shards)]
         env = {**os.environ, "PYTHONPATH": str(source), LAG_FILE_ENV: str(lag)}
@@ -300,7 +300,8 @@ def run_exporter(n: int, shards: int, base_urls: dict[str, str], opts: argparse.
     config.write_text(config_yaml(n, base_urls, UNLIMITED_KINDS, probe_interval=opts.interval),
                       encoding="utf-8")
     started = time.monotonic()
-    procs = start_exporters(config, shards, tmp, opts.asyncio, opts.exporter_source)
+    procs = start_exporters(config, shards, tmp, opts.asyncio, opts.exporter_source,
+                            opts.exporter_arg)
     scraper: Scraper | None = None
     try:
         ready = wait_ready(procs, started, opts.startup_timeout)
@@ -341,6 +342,10 @@ def run_exporter(n: int, shards: int, base_urls: dict[str, str], opts: argparse.
         if scraper is not None:
             scraper.stop()
         stop_exporters(procs)
+        if opts.keep_logs is not None:
+            opts.keep_logs.mkdir(parents=True, exist_ok=True)
+            for shard in procs:
+                shutil.copy(shard.log_path, opts.keep_logs / f"{n}-{shard.log_path.name}")
     lags = [lag for s in procs if s.lag_path.exists()
             for at, lag in read_lag_file(str(s.lag_path)) if wall_from <= at < wall_to]
     window = [t for at, t, ok in scrapes if wall_from - opts.scrape_interval <= at < wall_to]
@@ -701,6 +706,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run the exporter and the httpx floor without uvloop")
     parser.add_argument("--exporter-source", type=Path, default=ROOT,
                         help="run the exporter from this source tree (a before/after figure)")
+    parser.add_argument("--exporter-arg", action="append", default=[], metavar="ARG",
+                        help="one more argument for the exporter (repeat as needed)")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="copy the exporters' logs into DIR")
     parser.add_argument("--no-floors", action="store_true", help="skip every floor")
     parser.add_argument("--no-blackbox", action="store_true", help="skip the blackbox floor")
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")

@@ -94,7 +94,7 @@ class _ReleasingStream(httpx.AsyncByteStream):
                 release()
 
 
-class _HostPools(httpx.AsyncBaseTransport):
+class HostPools(httpx.AsyncBaseTransport):
     """One connection pool per host, each letting at most ``per_host`` requests in at
     once; the rest queue here, on a semaphore.
 
@@ -120,6 +120,8 @@ class _HostPools(httpx.AsyncBaseTransport):
         self._per_host = per_host
         self._hosts: dict[tuple[bytes, bytes, int | None],
                           tuple[httpx.AsyncBaseTransport, asyncio.Semaphore]] = {}
+        #: Answers nobody waits for any more, being closed.
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -138,8 +140,21 @@ class _HostPools(httpx.AsyncBaseTransport):
                                         request=request) from None
         else:
             await slots.acquire()
+        # The request runs as a task of its own that our caller's cancellation
+        # (a probe's overall deadline) does not reach: httpcore leaves a
+        # connection behind for good when a request is cancelled while that
+        # connection is being opened (encode/httpcore#1093), and a pool of 64
+        # filled with those within seconds of a busy start, after which every
+        # request to the host timed out. httpx's own timeouts still end it.
+        sending = asyncio.ensure_future(transport.handle_async_request(request))
         try:
-            response = await transport.handle_async_request(request)
+            response = await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            if sending.done() and not sending.cancelled() and sending.exception() is None:
+                self._close_later(sending.result(), slots)
+            else:
+                sending.add_done_callback(lambda task: self._abandoned(task, slots))
+            raise
         except BaseException:
             slots.release()
             raise
@@ -147,7 +162,27 @@ class _HostPools(httpx.AsyncBaseTransport):
         response.stream = _ReleasingStream(response.stream, slots.release)
         return response
 
+    def _abandoned(self, sending: asyncio.Future[httpx.Response],
+                   slots: asyncio.Semaphore) -> None:
+        """A request whose caller gave up has ended: free its slot (and its answer)."""
+        if sending.cancelled() or sending.exception() is not None:
+            slots.release()
+        else:
+            self._close_later(sending.result(), slots)
+
+    def _close_later(self, response: httpx.Response, slots: asyncio.Semaphore) -> None:
+        async def close() -> None:
+            try:
+                await response.aclose()
+            finally:
+                slots.release()
+
+        task = asyncio.ensure_future(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def aclose(self) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
         hosts, self._hosts = self._hosts, {}
         for transport, _ in hosts.values():
             await transport.aclose()
@@ -176,7 +211,7 @@ def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
         # One client serves every credential with these options: a cookie one
         # credential's answer set must never ride along with another's request.
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        transport=_HostPools(transport, MAX_CONNECTIONS_PER_HOST),
+        transport=HostPools(transport, MAX_CONNECTIONS_PER_HOST),
         headers={"User-Agent": "token-health-exporter", "Accept-Encoding": ACCEPT_ENCODING},
     )
 
