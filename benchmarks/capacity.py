@@ -409,60 +409,77 @@ def _probe_headers(kind: str, auth: str, token: str | None) -> dict[str, str]:
 
 async def _httpx_floor_run(n: int, base_urls: dict[str, str], interval: float,
                            duration: float, first_minute: float) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-    async with httpx.AsyncClient(limits=limits, timeout=10, trust_env=False) as client:
-        gate = asyncio.Semaphore(100)
+    # One client per host, its pool as large as the exporter's per host: one
+    # client for all hosts, with room for every request at once, spends its time
+    # in httpcore's pool bookkeeping (exporter/http.py, HostPools) and never
+    # keeps the schedule at 2,000 credentials.
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    clients = {kind: httpx.AsyncClient(limits=limits, timeout=10, trust_env=False)
+               for kind in base_urls}
+    try:
+        return await _httpx_floor_measure(n, base_urls, interval, duration, first_minute,
+                                          clients)
+    finally:
+        for client in clients.values():
+            await client.aclose()
 
-        async def take(i: int) -> str:
-            kind = kind_of(i, UNLIMITED_KINDS)
-            _, client_id, secret = credential(i)
-            request = _token_request(kind, base_urls[kind], client_id, secret)
-            async with gate:
-                response = await client.post(request["url"], data=request["data"],
-                                             auth=request["auth"])
-            token: str = response.raise_for_status().json()["access_token"]
-            return token
 
-        t0 = time.monotonic()
-        tokens = await asyncio.gather(*(take(i) for i in range(n)))
-        ready = time.monotonic() - t0
+async def _httpx_floor_measure(n: int, base_urls: dict[str, str], interval: float,
+                               duration: float, first_minute: float,
+                               clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
+    gate = asyncio.Semaphore(100)
 
-        probes = []
-        for i in range(n):
-            kind = kind_of(i, UNLIMITED_KINDS)
-            for _, method, path, auth in PROBES[kind]:
-                probes.append((method, base_urls[kind] + path,
-                               _probe_headers(kind, auth, tokens[i])))
-        lags: list[tuple[float, float]] = []
-        failures: dict[str, int] = {}
-        start = time.time() + 0.5
+    async def take(i: int) -> str:
+        kind = kind_of(i, UNLIMITED_KINDS)
+        _, client_id, secret = credential(i)
+        request = _token_request(kind, base_urls[kind], client_id, secret)
+        async with gate:
+            response = await clients[kind].post(request["url"], data=request["data"],
+                                                auth=request["auth"])
+        token: str = response.raise_for_status().json()["access_token"]
+        return token
 
-        async def run(j: int, method: str, url: str, headers: dict[str, str]) -> None:
-            planned = start + interval * j / len(probes)
-            while True:
-                await asyncio.sleep(max(0.0, planned - time.time()))
-                now = time.time()
-                lags.append((now, now - planned))
-                try:
-                    response = await client.request(method, url, headers=headers)
-                    if response.status_code != 200:
-                        failures["status"] = failures.get("status", 0) + 1
-                except httpx.TimeoutException:
-                    failures["timeout"] = failures.get("timeout", 0) + 1
-                except httpx.HTTPError:
-                    failures["connection_error"] = failures.get("connection_error", 0) + 1
-                planned += interval
+    t0 = time.monotonic()
+    tokens = await asyncio.gather(*(take(i) for i in range(n)))
+    ready = time.monotonic() - t0
 
-        tasks = [asyncio.create_task(run(j, *p)) for j, p in enumerate(probes)]
-        await asyncio.sleep(max(interval, first_minute) + 0.5)
-        first = dict(failures)
-        cpu0, w0, t_from = cpu_seconds(os.getpid()), time.time(), time.monotonic()
-        await asyncio.sleep(duration)
-        cpu1, w1, elapsed = cpu_seconds(os.getpid()), time.time(), time.monotonic() - t_from
-        rss = mem_mib(os.getpid())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    probes = []
+    for i in range(n):
+        kind = kind_of(i, UNLIMITED_KINDS)
+        for _, method, path, auth in PROBES[kind]:
+            probes.append((clients[kind], method, base_urls[kind] + path,
+                           _probe_headers(kind, auth, tokens[i])))
+    lags: list[tuple[float, float]] = []
+    failures: dict[str, int] = {}
+    start = time.time() + 0.5
+
+    async def run(j: int, client: httpx.AsyncClient, method: str, url: str,
+                  headers: dict[str, str]) -> None:
+        planned = start + interval * j / len(probes)
+        while True:
+            await asyncio.sleep(max(0.0, planned - time.time()))
+            now = time.time()
+            lags.append((now, now - planned))
+            try:
+                response = await client.request(method, url, headers=headers)
+                if response.status_code != 200:
+                    failures["status"] = failures.get("status", 0) + 1
+            except httpx.TimeoutException:
+                failures["timeout"] = failures.get("timeout", 0) + 1
+            except httpx.HTTPError:
+                failures["connection_error"] = failures.get("connection_error", 0) + 1
+            planned += interval
+
+    tasks = [asyncio.create_task(run(j, *p)) for j, p in enumerate(probes)]
+    await asyncio.sleep(max(interval, first_minute) + 0.5)
+    first = dict(failures)
+    cpu0, w0, t_from = cpu_seconds(os.getpid()), time.time(), time.monotonic()
+    await asyncio.sleep(duration)
+    cpu1, w1, elapsed = cpu_seconds(os.getpid()), time.time(), time.monotonic() - t_from
+    rss = mem_mib(os.getpid())
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     window = [lag for at, lag in lags if w0 <= at < w1]
     return {
         "ready": ready,
