@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -117,16 +117,20 @@ def build_config(n: int, base_urls: dict[str, str], kinds: Sequence[str], *,
 
 
 def _serve(conn: multiprocessing.connection.Connection, n: int, kinds: Sequence[str],
-           lifetime: int | None, max_seconds: float) -> None:
-    """Child process: one simulator per kind with that kind's credentials registered."""
+           lifetime: int | None, max_seconds: float,
+           serve: Sequence[str] | None = None) -> None:
+    """Child process: one simulator per kind (of ``serve``, default all ``kinds``)
+    with that kind's credentials registered."""
     from exporter.simulator import SimulatedProvider
 
     sims = {kind: SimulatedProvider(kind, rate_limit=None, lifetime=lifetime).start()
-            for kind in kinds}
+            for kind in (serve or kinds)}
     try:
         for i in range(n):
             _, client_id, secret = credential(i)
-            sims[kind_of(i, kinds)].add_client(client_id, secret)
+            sim = sims.get(kind_of(i, kinds))
+            if sim is not None:
+                sim.add_client(client_id, secret)
         conn.send({kind: sim.base_url for kind, sim in sims.items()})
         # Bounded: ends on "stop", when the parent goes away, or at the deadline.
         deadline = time.monotonic() + max_seconds
@@ -146,6 +150,8 @@ def _serve(conn: multiprocessing.connection.Connection, n: int, kinds: Sequence[
             elif message == "token_log":
                 conn.send([(r.client_id, r.time, r.issued)
                            for s in sims.values() for r in s.token_requests()])
+            elif message == "pid":
+                conn.send(os.getpid())
             elif message == "stop":
                 break
     finally:
@@ -175,15 +181,62 @@ class SimulatorProcess:
         return log
 
 
+    @property
+    def pid(self) -> int:
+        pid: int = self._ask("pid")
+        return pid
+
+
+@dataclass
+class SimulatorGroup:
+    """Several simulator processes (one per group of kinds) seen as one."""
+
+    processes: list[SimulatorProcess]
+
+    @property
+    def base_urls(self) -> dict[str, str]:
+        return {kind: url for p in self.processes for kind, url in p.base_urls.items()}
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for p in self.processes:
+            for key, value in p.stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+
+@contextmanager
+def simulator_group(n: int, kinds: Sequence[str] = UNLIMITED_KINDS, *, processes: int = 1,
+                    lifetime: int | None = None,
+                    max_seconds: float = 3600.0) -> Iterator[SimulatorGroup]:
+    """The simulator in ``processes`` processes, its kinds dealt out among them, so
+    that a simulator's own GIL is not what limits a large run."""
+    groups = [list(kinds[i::processes]) for i in range(min(processes, len(kinds)))]
+    with ExitStack() as stack:
+        yield SimulatorGroup([
+            stack.enter_context(simulator_process(n, kinds, lifetime=lifetime,
+                                                  max_seconds=max_seconds, serve=group))
+            for group in groups
+        ])
+
+
 @contextmanager
 def simulator_process(n: int, kinds: Sequence[str] = UNLIMITED_KINDS, *,
-                      lifetime: int | None = None,
-                      max_seconds: float = 3600.0) -> Iterator[SimulatorProcess]:
-    """The simulator in its own process, so it does not compete for the exporter's GIL."""
+                      lifetime: int | None = None, max_seconds: float = 3600.0,
+                      serve: Sequence[str] | None = None) -> Iterator[SimulatorProcess]:
+    """The simulator in its own process, so it does not compete for the exporter's GIL.
+
+    ``serve``: the kinds this process serves (default: all of ``kinds``)."""
     # spawn: a fresh interpreter, not a fork of a process that may already run threads.
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(child, n, list(kinds), lifetime, max_seconds),
+    proc = ctx.Process(target=_serve,
+                       args=(child, n, list(kinds), lifetime, max_seconds,
+                             list(serve) if serve else None),
                        daemon=True, name="simulator")
     proc.start()
     child.close()

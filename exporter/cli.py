@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Literal
 
@@ -24,6 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from exporter import buildinfo
 from exporter.app import Exporter
 from exporter.config import Config, ConfigError, Duration, load_config, summary
+from exporter.laglog import ENV as LAG_FILE_ENV
+from exporter.laglog import LagLog
 from exporter.logsetup import (
     FORMAT_ALIASES,
     FORMATS,
@@ -241,13 +243,22 @@ class Runner:
         if new != old:
             log.debug("open-files limit raised from %d to %d", old, new)
         limits = self.settings.web_limits()
+        lag_path = os.environ.get(LAG_FILE_ENV)
+        try:
+            lag_log = LagLog(lag_path) if lag_path else None
+        except OSError as exc:
+            log.error("cannot write %s: %s", LAG_FILE_ENV, exc)
+            if simulation is not None:
+                simulation.stop()
+            return 1
         try:
             service = build_service(
                 config, redactor=self.redactor, reload=self.reload,
                 listen=self.settings.web_listen_address, web_config=web_config,
                 limits=limits, telemetry_path=self.settings.web_telemetry_path,
                 max_requests=self.settings.web_max_requests,
-                histogram_buckets=self.settings.metrics_histogram_buckets)
+                histogram_buckets=self.settings.metrics_histogram_buckets,
+                on_probe_lateness=lag_log.record if lag_log is not None else None)
             self.exporter = service.exporter
             web = service.web
             # Bound before the exporter starts: a busy port fails before any token request.
@@ -269,6 +280,10 @@ class Runner:
         )
         log.info("listening on %s (port %d, %s)", self.settings.web_listen_address, web.port,
                  web.scheme)
+        lag_task = None
+        if lag_log is not None:
+            log.info("debug: writing every probe run's schedule lag to %s", lag_log.path)
+            lag_task = asyncio.create_task(lag_log.run(), name="lag-log")
         if self.demo:
             print(
                 f"\nDemo running: five simulated providers on loopback.\n"
@@ -281,6 +296,9 @@ class Runner:
             await stop.wait()
         finally:
             log.info("shutting down")
+            if lag_task is not None:
+                lag_task.cancel()
+                await asyncio.gather(lag_task, return_exceptions=True)
             await service.stop()
             if simulation is not None:
                 simulation.stop()
@@ -349,10 +367,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{', '.join(p.name for p in owned.providers) or 'none'}")
         return 0
     runner = Runner(settings, args.demo, redactor)
+    factory, name = event_loop_factory()
+    log.info("event loop: %s", name)
     try:
-        return asyncio.run(runner.run())
+        with asyncio.Runner(loop_factory=factory) as loop_runner:
+            return loop_runner.run(runner.run())
     except KeyboardInterrupt:
         return 130
+
+
+def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    """uvloop's loop where it is installed (the ``speed`` extra), else asyncio's own.
+
+    uvloop runs the same loops with less CPU per probe (benchmarks/README.md,
+    capacity). Given to ``asyncio.Runner`` rather than set as the process-wide
+    policy, so that nothing else in the process (tests calling ``main``) changes.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None, "asyncio"
+    return uvloop.new_event_loop, "uvloop"
 
 
 if __name__ == "__main__":  # pragma: no cover

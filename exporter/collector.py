@@ -297,6 +297,9 @@ class TokenHealthCollector(Collector):
         self._headers = {om: [_header(p.family.name, p.type, p.family.help, om).encode()
                               for p in self._plans] for om in (False, True)}
         self._states: list[ProviderState] = []
+        #: What the source returned when the blocks were last checked against it: a
+        #: source that returns the same object while nothing changed saves a compare.
+        self._seen: object = None
         self._blocks: list[_Block] = []
         self._lock = threading.Lock()
 
@@ -347,9 +350,9 @@ class TokenHealthCollector(Collector):
 
     def _render(self, openmetrics: bool) -> list[bytes]:
         now = self._clock()
-        states = list(self._source.provider_states())
-        if states != self._states:  # identity comparison: ProviderState has no __eq__
-            self._rebuild(states)
+        changed = self._changed()
+        if changed is not None:
+            self._rebuild(*changed)
         blocks = self._blocks
         for block in blocks:
             self._refresh(block, now)
@@ -368,13 +371,25 @@ class TokenHealthCollector(Collector):
                     out.append(self._join(block, i) if text is None else text)
         return out
 
+    def _changed(self) -> tuple[list[ProviderState], object] | None:
+        """None if the blocks were built for the source's providers as they are now;
+        else the providers, and the object the source gave them in."""
+        states = self._source.provider_states()
+        if states is self._seen:
+            return None
+        current = list(states)
+        if current == self._states:  # identity comparison: ProviderState has no __eq__
+            self._seen = states
+            return None
+        return current, states
+
     def _join(self, block: _Block, i: int) -> bytes:
         """A block's text for family ``i``, joined again from its subjects'."""
         rows = block.providers if self._plans[i].family.subject == "provider" else block.probes
         text = block.texts[i] = "".join([sub.texts[i] for _, sub in rows]).encode()
         return text
 
-    def _rebuild(self, states: list[ProviderState]) -> None:
+    def _rebuild(self, states: list[ProviderState], seen: object = None) -> None:
         """New blocks for a new set of providers, keeping what is still valid."""
         families = len(self._plans)
         known = {st: sub for block in self._blocks for st, sub in block.providers}
@@ -393,7 +408,7 @@ class TokenHealthCollector(Collector):
                         psub = _Subject(f'probe="{_esc(ps.probe.name)}",{sub.base}', families)
                     probes.append((ps, psub))
             blocks.append(_Block(providers, probes, families))
-        self._states, self._blocks = states, blocks
+        self._states, self._blocks, self._seen = states, blocks, seen
 
     def refresh_block(self, index: int) -> bool:
         """Render again what changed in one block, ahead of the next scrape.
@@ -406,7 +421,7 @@ class TokenHealthCollector(Collector):
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            if index >= len(self._blocks) or list(self._source.provider_states()) != self._states:
+            if index >= len(self._blocks) or self._changed() is not None:
                 return False
             block = self._blocks[index]
             self._refresh(block, self._clock(), scrape=False)

@@ -39,13 +39,14 @@ log = logging.getLogger("exporter.http")
 
 DEFAULT_OUTBOUND = Outbound()
 
-#: Requests one HTTP client has in flight at once (and connections it may open).
-MAX_CONNECTIONS = 1000
-#: Idle connections one HTTP client keeps open for reuse (httpx's own default).
-#: Why not more: httpcore's pool checks every idle connection's socket, and
-#: counts all its connections once per idle one, each time a request starts or
-#: ends; with 200 idle connections that cost milliseconds per request.
-MAX_KEEPALIVE = 20
+#: Requests one HTTP client has in flight to one host (scheme, host and port)
+#: at once, and connections it keeps open to that host for reuse. A host's
+#: throughput is this many over its latency: 64 connections at 100 ms are 640
+#: requests a second, the probes of 10,000 credentials at 30 s intervals.
+#: Why not more: httpcore's pool, whenever a request starts or ends, checks the
+#: socket of every idle connection it holds and counts all its connections once
+#: per idle one; so each host gets a pool of its own, kept this small.
+MAX_CONNECTIONS_PER_HOST = 64
 
 #: The content codings ``read_body`` undoes with a bound, and so the only ones
 #: we ask for. httpx would advertise br and zstd too when their libraries
@@ -94,62 +95,150 @@ class _ReleasingStream(httpx.AsyncByteStream):
                 release()
 
 
-class _BoundedTransport(httpx.AsyncBaseTransport):
-    """Lets at most ``limit`` requests into the connection pool at once; the rest queue here.
+class HostPools(httpx.AsyncBaseTransport):
+    """One connection pool per host, each letting at most ``per_host`` requests in at
+    once; the rest queue here, on a semaphore.
 
-    Why: httpcore's pool, whenever a request starts or ends, matches every
-    request queued in it against every connection it holds. With a thousand
-    credentials starting together (a thousand token requests, then two thousand
-    probes) that is millions of checks per event: the event loop spent minutes
-    in them and requests timed out (benchmarks/README.md, scheduler_capacity).
-    Waiting on a semaphore instead costs O(1), and with ``limit`` equal to the
-    pool's ``max_connections`` the pool never has a queue, while as many
-    requests as before may be in flight. The wait is bounded by the request's
-    pool timeout and fails as ``httpx.PoolTimeout``, as waiting in the pool would.
+    Why one pool per host: httpcore's pool, whenever a request starts or ends,
+    walks every connection it holds (and, for each idle one, counts them all
+    again and polls its socket). One pool for every host made that cost grow
+    with the whole fleet's connections: at 2,000 credentials it was most of
+    the exporter's CPU (benchmarks/README.md, capacity). A pool per host holds
+    at most ``per_host`` connections, all kept alive for the next request, so a
+    host's probes reuse its connections instead of opening new ones.
+
+    Why the semaphore: with at most as many requests in a pool as it may have
+    connections, the pool never has a queue of its own, whose matching of every
+    queued request against every connection was the start-up stall this class
+    was first written for (and httpcore leaves connections behind when a
+    request is cancelled while queued in it, encode/httpcore#1093). The wait is
+    bounded by the request's pool timeout and fails as ``httpx.PoolTimeout``,
+    as waiting in the pool would. Every pool shares one SSL context.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
-        self._inner = inner
-        self._slots = asyncio.Semaphore(limit)
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport], per_host: int) -> None:
+        self._make = make
+        self._per_host = per_host
+        self._hosts: dict[tuple[bytes, bytes, int | None],
+                          tuple[httpx.AsyncBaseTransport, asyncio.Semaphore]] = {}
+        #: Answers nobody waits for any more, being closed.
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        key = (url.raw_scheme, url.raw_host, url.port)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = (self._make(), asyncio.Semaphore(self._per_host))
+        transport, slots = host
         timeout = request.extensions.get("timeout", {}).get("pool")
+        if slots.locked():
+            try:
+                async with asyncio.timeout(timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("timed out waiting for a free connection",
+                                        request=request) from None
+        else:
+            await slots.acquire()
+        # The request runs as a task of its own that our caller's cancellation
+        # (a probe's overall deadline) does not reach: httpcore leaves a
+        # connection behind for good when a request is cancelled while that
+        # connection is being opened (encode/httpcore#1093), and a pool of 64
+        # filled with those within seconds of a busy start, after which every
+        # request to the host timed out. httpx's own timeouts still end it.
+        sending = asyncio.ensure_future(transport.handle_async_request(request))
         try:
-            async with asyncio.timeout(timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("timed out waiting for a free connection",
-                                    request=request) from None
-        try:
-            response = await self._inner.handle_async_request(request)
+            response = await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            if sending.done() and not sending.cancelled() and sending.exception() is None:
+                self._close_later(sending.result(), slots)
+            else:
+                sending.add_done_callback(lambda task: self._abandoned(task, slots))
+            raise
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _ReleasingStream(response.stream, self._slots.release)
+        response.stream = _ReleasingStream(response.stream, slots.release)
         return response
 
+    def _abandoned(self, sending: asyncio.Future[httpx.Response],
+                   slots: asyncio.Semaphore) -> None:
+        """A request whose caller gave up has ended: free its slot (and its answer)."""
+        if sending.cancelled() or sending.exception() is not None:
+            slots.release()
+        else:
+            self._close_later(sending.result(), slots)
+
+    def _close_later(self, response: httpx.Response, slots: asyncio.Semaphore) -> None:
+        async def close() -> None:
+            try:
+                await response.aclose()
+            finally:
+                slots.release()
+
+        task = asyncio.ensure_future(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        hosts, self._hosts = self._hosts, {}
+        for transport, _ in hosts.values():
+            await transport.aclose()
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing: answers' ``Set-Cookie`` is not even parsed."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _CookielessClient(httpx.AsyncClient):
+    """An ``AsyncClient`` that never keeps a cookie.
+
+    One client serves every credential with the same outbound options, so a
+    cookie one credential's answer set would ride along with every other's
+    requests to that host. And httpx reads every answer's headers into its jar
+    through a ``urllib`` request built per answer: 8 % of a bare request's CPU.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass  # an empty jar that stays empty
 
 
 def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
     # trust_env=False: proxies and CA bundles come from our config, never from
     # whatever environment the process happens to inherit. Redirects are never
     # followed: a token request redirected elsewhere would carry the secret.
-    # The transport is built here, with the same arguments AsyncClient would
-    # use for it (proxy included), so that it can be wrapped.
-    transport = httpx.AsyncHTTPTransport(
-        verify=outbound_ssl_context(outbound),
-        trust_env=False,
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
-                            max_keepalive_connections=MAX_KEEPALIVE),
-        proxy=outbound.proxy_url,
-    )
-    return httpx.AsyncClient(
+    # The transports are built here, with the same arguments AsyncClient would
+    # use (proxy included), so that they can be wrapped; the SSL context is
+    # built once (loading a CA bundle takes milliseconds) and shared by all.
+    verify = outbound_ssl_context(outbound)
+    context = (httpx.create_ssl_context(verify=True, trust_env=False) if verify is True
+               else verify)
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS_PER_HOST,
+                          max_keepalive_connections=MAX_CONNECTIONS_PER_HOST)
+
+    def transport() -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport(verify=context, trust_env=False, limits=limits,
+                                        proxy=outbound.proxy_url)
+
+    return _CookielessClient(
         trust_env=False,
         follow_redirects=False,
-        transport=_BoundedTransport(transport, MAX_CONNECTIONS),
+        transport=HostPools(transport, MAX_CONNECTIONS_PER_HOST),
         headers={"User-Agent": "token-health-exporter", "Accept-Encoding": ACCEPT_ENCODING},
     )
 

@@ -76,6 +76,8 @@ class ProbeRunner:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_lateness = on_lateness
+        # Parsed once: httpx would parse the string again for every run.
+        self._url = httpx.URL(probe_state.probe.url)
 
     @property
     def label(self) -> str:
@@ -203,7 +205,7 @@ class ProbeRunner:
             async with asyncio.timeout(probe.timeout):
                 async with self._client.stream(
                     probe.method,
-                    probe.url,
+                    self._url,
                     headers=headers,
                     content=probe.body.encode() if probe.body is not None else None,
                     timeout=probe.timeout,

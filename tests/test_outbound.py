@@ -29,6 +29,7 @@ from exporter.config import Outbound, parse_config
 from exporter.errors import ErrorClass, InvalidResponse, classify_exception
 from exporter.http import (
     ClientPool,
+    HostPools,
     ResponseTooLarge,
     UndecodableResponse,
     new_http_client,
@@ -178,6 +179,86 @@ def test_the_client_asks_only_for_codings_it_decodes_with_a_bound() -> None:
         asyncio.run(go(base + "/"))
         assert [h["Accept-Encoding"] for h in base.headers] == ["gzip, deflate"] * 3
         assert {h["User-Agent"] for h in base.headers} == {"token-health-exporter"}
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+class _Gate(httpx.AsyncBaseTransport):
+    """An inner transport whose requests wait for ``open`` and record what befell them."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.hosts: list[str] = []
+        self.cancelled = 0
+        self.closed = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.hosts.append(request.url.host)
+        try:
+            await self.open.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        gate = self
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                yield b"ok"
+
+            async def aclose(self) -> None:
+                gate.closed += 1
+
+        return httpx.Response(200, stream=Body())
+
+
+def test_a_caller_giving_up_never_cancels_the_request_and_its_slot_waits_for_the_end() -> None:
+    # httpcore leaves a connection behind for good when a request is cancelled at
+    # the wrong moment (encode/httpcore#1093); a probe's deadline must not do that,
+    # so the request runs on, within httpx's own timeouts, and holds its slot.
+    async def go() -> None:
+        gate = _Gate()
+        pools = HostPools(lambda: gate, per_host=1)
+        async with httpx.AsyncClient(transport=pools) as client:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await client.get("http://a.invalid/")
+            await asyncio.sleep(0.05)
+            assert gate.cancelled == 0
+            # Its slot is still taken: the host's next request waits for it.
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get("http://a.invalid/", timeout=httpx.Timeout(5, pool=0.05))
+            # Another host has slots of its own.
+            other = asyncio.ensure_future(client.get("http://b.invalid/"))
+            await _until(lambda: gate.hosts == ["a.invalid", "b.invalid"])
+            gate.open.set()
+            assert (await other).content == b"ok"
+            # The abandoned answer was closed, and its slot is free again.
+            await _until(lambda: gate.closed == 2)
+            response = await client.get("http://a.invalid/", timeout=httpx.Timeout(5, pool=1))
+            assert response.status_code == 200
+            assert gate.cancelled == 0
+
+    asyncio.run(go())
+
+
+def test_a_cookie_one_answer_sets_is_never_sent_with_a_later_request() -> None:
+    # One client serves every credential with the same outbound options: a session
+    # cookie from one credential's answer must not ride along with another's.
+    async def go(base: str) -> None:
+        async with new_http_client() as client:
+            for path in ("/login", "/api", "/api"):
+                async with client.stream("GET", base + path) as response:
+                    await read_body(response, 1024)
+
+    cookie = {"Set-Cookie": "session=credential-a; Path=/", "Content-Type": "application/json"}
+    with scripted_server({"/login": Answer(200, {"ok": True}, cookie),
+                          "/api": Answer(200, {"ok": True}, cookie)}) as base:
+        asyncio.run(go(base))
+        assert [h.get("Cookie") for h in base.headers] == [None, None, None]
 
 
 # --------------------------------------------------------------------------- read_body
