@@ -6,9 +6,11 @@ the simulator (its own processes), and measures:
 
 * **time to ready**: from starting the process until ``/-/ready`` answers 200;
 * **first-minute failures**: probe failures by class in the 60 s after ready
-  (``oauth_probe_failures_total``, read at ready and 60 s later), and probes
-  that had not run once by then; against a healthy simulator every one of
-  these is a defect (no ``no_token``, no ``timeout``);
+  (``oauth_probe_failures_total``, read at ready and 60 s later), probes
+  that had not run once by then, and token request failures from the start
+  to the end of that minute (``oauth_token_refresh_failures_total``);
+  against a healthy simulator every one of these is a defect (no
+  ``no_token``, no ``timeout``);
 * then, in the steady state (every probe started and a full interval gone by),
   for ``--duration`` seconds: **CPU share** of the exporter process
   (``utime + stime`` from ``/proc/PID/stat`` over wall time; 100 % is one
@@ -53,6 +55,7 @@ import asyncio
 import gzip
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import re
 import shutil
@@ -253,6 +256,8 @@ def wait_ready(shards: list[Shard], started: float, timeout: float) -> float:
 
 
 _FAILURE = re.compile(r'^oauth_probe_failures_total\{(.*)\} (\S+)$', re.MULTILINE)
+_TOKEN_FAILURE = re.compile(r'^oauth_token_refresh_failures_total\{(.*)\} (\S+)$',
+                            re.MULTILINE)
 _ATTEMPTS = re.compile(r'^oauth_probe_attempts_total\{(.*)\} (\S+)$', re.MULTILINE)
 _ERROR = re.compile(r'error="([^"]*)"')
 _WHO = re.compile(r'(?:probe|provider)="[^"]*"')
@@ -265,6 +270,8 @@ class Counts:
     unrun: int = 0
     #: requests sent by all probes
     attempts: float = 0.0
+    #: failed token requests by class since the start
+    token_failures: dict[str, int] = field(default_factory=dict)
 
     def minus(self, other: Counts) -> dict[str, int]:
         return {k: int(v - other.failures.get(k, 0)) for k, v in sorted(self.failures.items())
@@ -283,6 +290,11 @@ def probe_counts(shards: list[Shard]) -> Counts:
                 if error is not None:
                     counts.failures[error[1]] = counts.failures.get(error[1], 0) + float(value)
                     failed.add(tuple(_WHO.findall(labels)))
+            for labels, value in _TOKEN_FAILURE.findall(text):
+                error = _ERROR.search(labels)
+                if error is not None:
+                    counts.token_failures[error[1]] = (
+                        counts.token_failures.get(error[1], 0) + int(float(value)))
             for labels, value in _ATTEMPTS.findall(text):
                 counts.attempts += float(value)
                 if float(value) == 0 and tuple(_WHO.findall(labels)) not in failed:
@@ -358,6 +370,7 @@ def run_exporter(n: int, shards: int, base_urls: dict[str, str], opts: argparse.
         "ready": ready,
         "first_minute": after_minute.minus(at_ready),
         "unrun": after_minute.unrun,
+        "token_failures": dict(sorted(after_minute.token_failures.items())),
         "cpu_share": max(shares),
         "cpu_total": sum(shares),
         "cpu_ms_per_probe": 1000 * sum(b - a for a, b in zip(cpu_from, cpu_to, strict=True))
@@ -546,10 +559,20 @@ def _blackbox_config(base_urls: dict[str, str]) -> tuple[str, list[tuple[str, st
     return "\n".join(lines) + "\n", targets
 
 
+#: Targets one driver process sends to blackbox_exporter: one Python process
+#: does not send much more than 300 requests a second, so larger sizes are
+#: driven by several.
+DRIVER_TARGETS = 2000
+
+
 def _blackbox_driver(conn: multiprocessing.connection.Connection, port: int,
-                     targets: list[tuple[str, str]], interval: float, total: float,
-                     asyncio_only: bool) -> None:
-    """Child process: GET blackbox's /probe for every target once per interval."""
+                     targets: list[tuple[str, str]], first: int, of: int,
+                     interval: float, total: float, asyncio_only: bool) -> None:
+    """Child process: GET blackbox's /probe for every target once per interval.
+
+    ``targets`` are numbers ``first`` on of ``of`` in all: each is planned at
+    its place in the whole interval, as if one driver sent them all.
+    """
 
     async def drive() -> dict[str, int]:
         counts = {"probes": 0, "failed": 0}
@@ -559,9 +582,17 @@ def _blackbox_driver(conn: multiprocessing.connection.Connection, port: int,
             end = start + total
 
             async def one(j: int, module: str, target: str) -> None:
-                planned = start + interval * j / len(targets)
+                planned = start + interval * (first + j) / of
                 while planned < end:
                     await asyncio.sleep(max(0.0, planned - time.time()))
+                    if time.time() >= end:
+                        # Fallen a whole window behind: a probe that was due
+                        # and never sent is a failed one, and the driver ends
+                        # on time instead of working off its backlog.
+                        counts["probes"] += 1
+                        counts["failed"] += 1
+                        planned += interval
+                        continue
                     try:
                         response = await client.get(
                             f"http://127.0.0.1:{port}/probe",
@@ -601,8 +632,8 @@ def run_blackbox_floor(n: int, base_urls: dict[str, str], opts: argparse.Namespa
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
     ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    driver = None
+    pipes: list[multiprocessing.connection.Connection] = []
+    drivers: list[multiprocessing.process.BaseProcess] = []
     try:
         with httpx.Client(timeout=5, trust_env=False) as client:
             deadline = time.monotonic() + 30
@@ -614,20 +645,27 @@ def run_blackbox_floor(n: int, base_urls: dict[str, str], opts: argparse.Namespa
                     raise RuntimeError("blackbox_exporter did not start")
                 time.sleep(0.1)
         warm = max(opts.interval, opts.floor_warmup)
-        driver = ctx.Process(target=_blackbox_driver, daemon=True, name="blackbox-driver",
-                             args=(child, port, targets, opts.interval,
-                                   warm + opts.floor_duration + 1, opts.asyncio))
-        driver.start()
+        for first in range(0, len(targets), DRIVER_TARGETS):
+            parent, child = ctx.Pipe()
+            pipes.append(parent)
+            drivers.append(ctx.Process(
+                target=_blackbox_driver, daemon=True, name=f"blackbox-driver-{first}",
+                args=(child, port, targets[first:first + DRIVER_TARGETS], first, len(targets),
+                      opts.interval, warm + opts.floor_duration + 1, opts.asyncio)))
+            drivers[-1].start()
         time.sleep(warm + 0.2)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(opts.floor_duration)
         cpu1, elapsed = cpu_seconds(proc.pid), time.monotonic() - t0
         rss = mem_mib(proc.pid)
-        if not parent.poll(opts.interval + 120):
-            raise TimeoutError("blackbox driver did not finish")
-        counts: dict[str, int] = parent.recv()
+        counts = {"probes": 0, "failed": 0}
+        for parent in pipes:
+            if not parent.poll(opts.interval + 120):
+                raise TimeoutError("a blackbox driver did not finish")
+            for key, value in parent.recv().items():
+                counts[key] += value
     finally:
-        if driver is not None:
+        for driver in drivers:
             driver.join(10)
             if driver.is_alive():
                 driver.terminate()
@@ -679,7 +717,7 @@ def report(n: int, shards: int, r: dict[str, Any], hx: dict[str, Any] | None,
                     if hx else "")
                  + (f"; blackbox {bb['rss']:.1f} ({_ratio(r['rss'], bb['rss'])})" if bb else ""))
     lines.append(f"  schedule lag   p50 {r['lag_p50'] * ms:.1f} ms, p99 {r['lag_p99'] * ms:.1f} ms,"
-                 f" max {r['lag_max'] * ms:.0f} ms"
+                 f" max {r['lag_max'] * ms:.1f} ms"
                  + (f"; httpx floor p50 {hx['lag_p50'] * ms:.1f} ms, p99 {hx['lag_p99'] * ms:.1f}"
                     f" ms ({_ratio(r['lag_p99'], hx['lag_p99'])} at p99)" if hx else ""))
     static_p50 = median(static) if static else None
@@ -691,14 +729,22 @@ def report(n: int, shards: int, r: dict[str, Any], hx: dict[str, Any] | None,
     lines.append(f"  ready after    {r['ready']:.1f} s"
                  + (f"; httpx floor takes {n} tokens in {hx['ready']:.1f} s "
                     f"({_ratio(r['ready'], hx['ready'])})" if hx else ""))
-    lines.append(f"  first minute   failures: {_failures(r['first_minute'])}; probes not run "
-                 f"once: {r['unrun']}"
+    lines.append(f"  first minute   probe failures: {_failures(r['first_minute'])}; probes not "
+                 f"run once: {r['unrun']}; token failures since the start: "
+                 f"{_failures(r['token_failures'])}"
                  + (f"; httpx floor failures: {_failures(hx['first_minute'])}" if hx else "")
                  + (f"; blackbox failed probes: {bb['failed']} of {bb['probes']}" if bb else ""))
-    ok = (r["lag_p99"] < TARGET_LAG_P99 and per_probe <= TARGET_CPU_MS
-          and not r["first_minute"] and not r["unrun"])
-    lines.append(f"  targets (lag p99 < {TARGET_LAG_P99:g} s, <= {TARGET_CPU_MS:g} ms per probe,"
-                 f" a clean first minute): {'met' if ok else 'NOT met'}")
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    clean = not r["first_minute"] and not r["unrun"] and not r["token_failures"]
+
+    lines.append(f"  targets        lag p99 < {TARGET_LAG_P99:g} s: "
+                 f"{verdict(r['lag_p99'] < TARGET_LAG_P99)}; "
+                 f"a clean start: {verdict(clean)}; "
+                 f"<= {TARGET_CPU_MS:g} ms per probe: {verdict(per_probe <= TARGET_CPU_MS)}"
+                 + (f"; at most the httpx floor's CPU per probe: "
+                    f"{verdict(per_probe <= hx['cpu_ms_per_probe'])}" if hx else ""))
     return "\n".join(lines)
 
 
@@ -748,11 +794,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             r = run_exporter(n, args.shards, sim.base_urls, args, tmp)
             hx = bb = static = None
             if not args.no_floors:
-                static = measure_floor(_serve_static, (r["raw"], r["content_type"]),
-                                       args.floor_scrapes)
-                hx = run_httpx_floor(n, sim.base_urls, args)
-                if not args.no_blackbox:
-                    bb = run_blackbox_floor(n, sim.base_urls, args, tmp)
+                # A floor that cannot keep up is a finding, not a reason to
+                # lose the exporter's figures: say so and report the rest.
+                try:
+                    static = measure_floor(_serve_static, (r["raw"], r["content_type"]),
+                                           args.floor_scrapes)
+                    hx = run_httpx_floor(n, sim.base_urls, args)
+                    if not args.no_blackbox:
+                        bb = run_blackbox_floor(n, sim.base_urls, args, tmp)
+                except (RuntimeError, TimeoutError) as e:
+                    print(f"--- {n}: a floor failed: {e}", flush=True)
             print(report(n, args.shards, r, hx, bb, static, args), flush=True)
     print("capacity: figures per size above; ratios are ours / floor")
     return 0
