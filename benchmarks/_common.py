@@ -17,7 +17,7 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -232,22 +232,32 @@ def simulator_process(n: int, kinds: Sequence[str] = UNLIMITED_KINDS, *,
 
     ``serve``: the kinds this process serves (default: all of ``kinds``)."""
     # spawn: a fresh interpreter, not a fork of a process that may already run threads.
+    with spawned(_serve, (n, list(kinds), lifetime, max_seconds, list(serve) if serve else None),
+                 name="simulator", start_timeout=60) as (conn, base_urls):
+        yield SimulatorProcess(base_urls, conn)
+
+
+@contextmanager
+def spawned(target: Callable[..., None], args: tuple[Any, ...], *, name: str,
+            start_timeout: float, stop_timeout: float = 15.0,
+            ) -> Iterator[tuple[multiprocessing.connection.Connection, Any]]:
+    """Run ``target(conn, *args)`` in a process of its own (spawned, so that it
+    shares no GIL with this one), and yield our end of ``conn`` with the first
+    message the child sends (its port, its URLs). At the end the child is told
+    "stop", and terminated if it does not."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve,
-                       args=(child, n, list(kinds), lifetime, max_seconds,
-                             list(serve) if serve else None),
-                       daemon=True, name="simulator")
+    proc = ctx.Process(target=target, args=(child, *args), daemon=True, name=name)
     proc.start()
     child.close()
     try:
-        if not parent.poll(60):
-            raise TimeoutError("simulator did not start")
-        yield SimulatorProcess(parent.recv(), parent)
+        if not parent.poll(start_timeout):
+            raise TimeoutError(f"{name} did not start")
+        yield parent, parent.recv()
     finally:
         with suppress(OSError):
             parent.send("stop")
-        proc.join(15)
+        proc.join(stop_timeout)
         if proc.is_alive():
             proc.terminate()
             proc.join(5)
@@ -287,13 +297,26 @@ def machine() -> str:
             f"date={time.strftime('%Y-%m-%d')}")
 
 
-def rss_mib() -> float:
-    """This process's resident set size, from /proc/self/status VmRSS."""
-    with open("/proc/self/status", encoding="utf-8") as f:
+def proc_status(field: str, pid: int | str = "self") -> int:
+    """A field of ``/proc/PID/status`` (sizes in kB, ``Threads`` a count)."""
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def status_mib(field: str, pid: int | str = "self") -> float:
+    """A size field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``), in MiB."""
+    return proc_status(field, pid) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """``utime + stime`` of every thread of ``pid``, in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        # The command name may hold spaces; the fields resume after its ")".
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_started_up(exporter: Exporter, n: int, timeout: float, poll: float) -> None:

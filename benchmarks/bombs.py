@@ -42,7 +42,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks._common import machine
+from benchmarks._common import machine, status_mib
 from tests.scripted import Answer, bomb_answer, free_port, scripted_server
 
 TARGET_MIB = 150.0
@@ -90,14 +90,6 @@ def provider_file(base: str, providers: int, bombed_tokens: int) -> str:
             "backoff_initial": "1s", "backoff_max": "2s",
         })
     return yaml.safe_dump({"providers": entries})
-
-
-def _status_mib(pid: int, field: str) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for process {pid}")
 
 
 @dataclass
@@ -164,7 +156,7 @@ def run_exporter(bombs: bool, providers: int, bombed_tokens: int, seconds: float
                 raise RuntimeError("the exporter did not become ready within 60 s")
             time.sleep(seconds)
             metrics = httpx.get(url + "/metrics", timeout=10).text
-            peak, rss = _status_mib(proc.pid, "VmHWM"), _status_mib(proc.pid, "VmRSS")
+            peak, rss = status_mib("VmHWM", proc.pid), status_mib("VmRSS", proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

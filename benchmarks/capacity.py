@@ -76,28 +76,29 @@ from benchmarks._common import (
     UNLIMITED_KINDS,
     add_sizes_argument,
     config_yaml,
+    cpu_seconds,
     credential,
     kind_of,
     machine,
     median,
     percentile,
     simulator_group,
+    status_mib,
 )
 from benchmarks.scrape import HEADERS as SCRAPE_HEADERS
-from benchmarks.scrape import _free_port, _serve_static, measure_floor
+from benchmarks.scrape import _serve_static, measure_floor
+from exporter.app import STARTS_PER_SECOND
+from exporter.cli import event_loop_factory
 from exporter.laglog import ENV as LAG_FILE_ENV
 from exporter.laglog import read_lag_file
 from exporter.simulator import TOKEN_PATHS
+from tests.scripted import free_port
 
 DEFAULT_SIZES = (1000, 2000, 5000, 10000)
 TARGET_LAG_P99 = 1.0
 TARGET_CPU_MS = 1.0
 ROOT = Path(__file__).resolve().parent.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BLACKBOX = "prometheus-blackbox-exporter"
-#: The exporter's paced starts (exporter.app.STARTS_PER_SECOND), for when the
-#: steady state can begin: every probe started, then a whole interval.
-STARTS_PER_SECOND = 250.0
 #: Runs the command line with uvloop made unimportable (``--asyncio``).
 NO_UVLOOP = ("import sys; sys.modules['uvloop'] = None; "
              "from exporter.cli import main; raise SystemExit(main())")
@@ -106,35 +107,13 @@ NO_UVLOOP = ("import sys; sys.modules['uvloop'] = None; "
 # --------------------------------------------------------------------------- /proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of ``pid``, in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def mem_mib(pid: int, name: str = "VmRSS") -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(name + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {name} for {pid}")
-
-
 def load() -> float:
     return os.getloadavg()[0]
 
 
 def event_loop(asyncio_only: bool) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
     """The loop the exporter would pick (uvloop where installed) for the floors."""
-    if not asyncio_only:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop, "uvloop"
-    return None, "asyncio"
+    return (None, "asyncio") if asyncio_only else event_loop_factory()
 
 
 # --------------------------------------------------------------------------- scraper process
@@ -206,7 +185,7 @@ def start_exporters(config: Path, shards: int, tmp: Path, asyncio_only: bool,
                     source: Path = ROOT, extra: Sequence[str] = ()) -> list[Shard]:
     started = []
     for i in range(shards):
-        port = _free_port()
+        port = free_port()
         lag, log = tmp / f"lag-{i}.txt", tmp / f"exporter-{i}.log"
         head = [sys.executable, "-c", NO_UVLOOP] if asyncio_only else [
             sys.executable, "-m", "exporter"]
@@ -335,8 +314,8 @@ def run_exporter(n: int, shards: int, base_urls: dict[str, str], opts: argparse.
         elapsed = time.monotonic() - t_from
         wall_to, load_to = time.time(), load()
         after = probe_counts(procs)
-        rss = [mem_mib(s.proc.pid) for s in procs]
-        hwm = [mem_mib(s.proc.pid, "VmHWM") for s in procs]
+        rss = [status_mib("VmRSS", s.proc.pid) for s in procs]
+        hwm = [status_mib("VmHWM", s.proc.pid) for s in procs]
         scrapes = scraper.stop()
         scraper = None
         with httpx.Client(headers=SCRAPE_HEADERS, timeout=60, trust_env=False) as client:
@@ -489,7 +468,7 @@ async def _httpx_floor_measure(n: int, base_urls: dict[str, str], interval: floa
     cpu0, w0, t_from = cpu_seconds(os.getpid()), time.time(), time.monotonic()
     await asyncio.sleep(duration)
     cpu1, w1, elapsed = cpu_seconds(os.getpid()), time.time(), time.monotonic() - t_from
-    rss = mem_mib(os.getpid())
+    rss = status_mib("VmRSS")
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -625,7 +604,7 @@ def run_blackbox_floor(n: int, base_urls: dict[str, str], opts: argparse.Namespa
     for i in range(n):
         k = UNLIMITED_KINDS.index(kind_of(i, UNLIMITED_KINDS))
         targets += per_kind[2 * k: 2 * k + 2]
-    port = _free_port()
+    port = free_port()
     log = (tmp / "blackbox.log").open("wb")
     proc = subprocess.Popen([binary, f"--config.file={config}",
                              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -657,7 +636,7 @@ def run_blackbox_floor(n: int, base_urls: dict[str, str], opts: argparse.Namespa
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(opts.floor_duration)
         cpu1, elapsed = cpu_seconds(proc.pid), time.monotonic() - t0
-        rss = mem_mib(proc.pid)
+        rss = status_mib("VmRSS", proc.pid)
         counts = {"probes": 0, "failed": 0}
         for parent in pipes:
             if not parent.poll(opts.interval + 120):

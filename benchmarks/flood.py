@@ -32,7 +32,6 @@ import re
 import resource
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,33 +45,12 @@ from pathlib import Path
 import bcrypt
 import httpx
 
-from benchmarks._common import machine, percentile
+from benchmarks._common import cpu_seconds, machine, percentile, proc_status, status_mib
+from tests.scripted import free_port
 
 TARGET_P99_S = 2.0
 TARGET_THREADS = 64
 USER = "prometheus"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _proc_status(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/{pid}/status")
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-        # The command name may hold spaces; fields resume after its closing ")".
-        fields = f.read().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -84,12 +62,12 @@ class Sampler:
 
     def window(self, seconds: float) -> float:
         """Sample for ``seconds``; return the CPU share (1.0 = one core busy)."""
-        cpu0, wall0 = _cpu_seconds(self.pid), time.monotonic()
+        cpu0, wall0 = cpu_seconds(self.pid), time.monotonic()
         end = wall0 + seconds
         while time.monotonic() < end:
-            self.threads.append(_proc_status(self.pid, "Threads"))
+            self.threads.append(proc_status("Threads", self.pid))
             time.sleep(0.2)
-        return (_cpu_seconds(self.pid) - cpu0) / (time.monotonic() - wall0)
+        return (cpu_seconds(self.pid) - cpu0) / (time.monotonic() - wall0)
 
 
 class Flood:
@@ -211,7 +189,7 @@ def run(connections: int, scrapes: int, window: float) -> int:
         print(f"the open-files limit ({soft}) is too low for {connections} connections; "
               "raise the hard limit (ulimit -Hn)", file=sys.stderr)
         return 2
-    port = _free_port()
+    port = free_port()
     password = secrets.token_urlsafe(16)
     base = f"http://127.0.0.1:{port}"
     print(f"flood  {machine()} load={os.getloadavg()[0]:.2f}")
@@ -223,7 +201,7 @@ def run(connections: int, scrapes: int, window: float) -> int:
         sampler = Sampler(proc.pid)
         baseline_cpu = sampler.window(window)
         baseline_threads = max(sampler.threads)
-        baseline_rss = _proc_status(proc.pid, "VmRSS") / 1024
+        baseline_rss = status_mib("VmRSS", proc.pid)
         floor, _ = _scrapes(f"{base}/metrics", password, scrapes)
 
         flood = Flood(port, connections)
@@ -238,9 +216,9 @@ def run(connections: int, scrapes: int, window: float) -> int:
             connects0 = flood.connects
             flood_cpu = sampler.window(window)
             reconnects = (flood.connects - connects0) / window
-            rss = _proc_status(proc.pid, "VmRSS") / 1024
+            rss = status_mib("VmRSS", proc.pid)
             flooded, body = _scrapes(f"{base}/metrics", password, scrapes)
-            held_threads = max([*sampler.threads, _proc_status(proc.pid, "Threads")])
+            held_threads = max([*sampler.threads, proc_status("Threads", proc.pid)])
         finally:
             flood.stop()
     held = _metric(body, "oauth_exporter_http_connections_open")

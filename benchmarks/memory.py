@@ -32,15 +32,6 @@ DEFAULT_SIZES = (1000, 5000)
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0"
 
 
-def _status(field: str) -> float:
-    """A ``/proc/self/status`` size field, in MiB."""
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
     # Imported here so that ``imports`` below counts them, as the real process has them.
 
@@ -48,12 +39,13 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         UNLIMITED_KINDS,
         build_config,
         simulator_process,
+        status_mib,
         wait_started_up,
     )
     from exporter.logsetup import Redactor, setup_logging
     from exporter.service import build_service
 
-    result: dict[str, Any] = {"credentials": n, "imports": _status("VmRSS")}
+    result: dict[str, Any] = {"credentials": n, "imports": status_mib("VmRSS")}
     with simulator_process(n, UNLIMITED_KINDS, max_seconds=startup_timeout + 120) as sim:
         config = build_config(n, sim.base_urls, UNLIMITED_KINDS, probe_interval=30)
         redactor = Redactor()
@@ -66,12 +58,12 @@ async def _measure(n: int, startup_timeout: float) -> dict[str, Any]:
         states = list(exporter.provider_states())
         await wait_started_up(exporter, n, startup_timeout, 0.5)
         result["startup_seconds"] = time.monotonic() - started
-        result["ready"] = _status("VmRSS")
+        result["ready"] = status_mib("VmRSS")
         body, _ = app.metrics(OPENMETRICS_ACCEPT)
         result["metrics_bytes"] = len(body)
         del body
-        result["scraped"] = _status("VmRSS")
-        result["peak"] = _status("VmHWM")
+        result["scraped"] = status_mib("VmRSS")
+        result["peak"] = status_mib("VmHWM")
         result["failures"] = sum(sum(s.failures.values()) + sum(
             sum(p.failures.values()) for p in s.probes.values()) for s in states)
         await service.stop()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from benchmarks._common import machine
+from tests.scripted import free_port
 
 
 class _Failing(BaseHTTPRequestHandler):
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "providers.yaml"
         config.write_text(config_text(args.credentials, port, args.backoff))
-        listen = _free_port()
+        listen = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--config.file", str(config),
              "--web.listen-address", f"127.0.0.1:{listen}", "--log.level", "error"],
@@ -152,12 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = silent == 0 and stalls in ("0", "0.0")
     return 0 if ok else 1
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

@@ -29,10 +29,8 @@ import argparse
 import gzip
 import http.server
 import math
-import multiprocessing
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,7 +52,9 @@ from benchmarks._common import (
     median,
     percentile,
     simulator_process,
+    spawned,
 )
+from tests.scripted import free_port
 
 #: Prometheus' Accept header for a scrape (2.x/3.x with the default scrape protocols).
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,"
@@ -100,13 +100,6 @@ def timed_scrapes(url: str, count: int, interval: float) -> tuple[list[float], b
 # --------------------------------------------------------------------------- the exporter
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _probes_run(body: bytes) -> int:
     return len(re.findall(rb"^oauth_probe_attempts_total\{.*\} [1-9]", body, re.MULTILINE))
 
@@ -146,7 +139,7 @@ def measure_exporter(n: int, scrapes: int, interval: float, startup_timeout: flo
         config = Path(tmp) / "providers.yaml"
         config.write_text(config_yaml(n, sim.base_urls, UNLIMITED_KINDS, probe_interval=30),
                           encoding="utf-8")
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "exporter", "--config.file", str(config),
                "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"]
         if buckets:
@@ -214,22 +207,10 @@ def _serve_client(conn: Any, series: int) -> None:
 
 
 def measure_floor(target: Any, args: tuple[Any, ...], scrapes: int) -> list[float]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=target, args=(child, *args), daemon=True)
-    proc.start()
-    try:
-        if not parent.poll(120):
-            raise TimeoutError("floor server did not start")
-        port = parent.recv()
+    with spawned(target, args, name="floor server", start_timeout=120,
+                 stop_timeout=10) as (_, port):
         times, _ = timed_scrapes(f"http://127.0.0.1:{port}/metrics", scrapes, 0.0)
         return times
-    finally:
-        with suppress(OSError):
-            parent.send("stop")
-        proc.join(10)
-        if proc.is_alive():
-            proc.terminate()
 
 
 def gzip_levels(body: bytes, levels: Sequence[int] = (1, 6, 9)) -> str:

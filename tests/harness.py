@@ -72,14 +72,18 @@ class Harness:
         return next(s for s in self.exporter.provider_states() if s.provider.name == provider)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,
-             message: str = "condition") -> None:
+def wait_for(predicate: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,
+             message: str = "condition") -> T:
+    """Call ``predicate`` until it returns something truthy, and return that; fail
+    with ``message`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
 @contextmanager

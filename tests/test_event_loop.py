@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import uvloop
 from exporter.cli import event_loop_factory
 from exporter.laglog import ENV, LagLog, read_lag_file
 from tests.harness import wait_for
+from tests.scripted import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,17 +48,10 @@ def test_lag_log_writes_what_it_was_told_once_flushed(tmp_path: Path) -> None:
     assert read_lag_file(str(path)) == [(100.0, 0.002), (101.5, 1.25)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.mark.slow
 def test_cli_serves_on_uvloop_and_writes_every_probe_runs_lag(tmp_path: Path) -> None:
     lag = tmp_path / "lag.txt"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), ENV: str(lag)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],

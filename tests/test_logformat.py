@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from exporter.cli import build_parser, load_settings
 from exporter.logsetup import Redactor, log_for, setup_logging
 from exporter.simulator import SimulatedProvider
 from tests.harness import running_exporter, wait_for
+from tests.scripted import free_port
 
 SECRET = 'tricky"secret\\with-quote'
 HERE = Path(__file__).name
@@ -249,13 +249,6 @@ def test_library_loggers_stay_at_warning_unless_asked(
         assert seen.get(name, set()) == theirs, name
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("flags", "library_lines"), [
     (["--log.level=debug"], False),
@@ -266,7 +259,7 @@ def test_the_process_keeps_library_debug_out_unless_asked(
 ) -> None:
     # The real process, with a token endpoint that refuses connections: httpcore
     # logs each connection attempt at debug.
-    port = closed_port()
+    port = free_port()
     config = tmp_path / "providers.yaml"
     config.write_text(
         "providers:\n  - name: sd\n    preset: generic\n"

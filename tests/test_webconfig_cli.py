@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.harness import wait_for
 from tests.pki import Pki
 from tests.scripted import free_port
 from tests.webserving import (
@@ -88,16 +88,16 @@ def test_cli_serves_tls_and_basic_auth(pki: Pki, tmp_path: Path) -> None:
     )
     try:
         url = f"https://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answer() -> httpx.Response | None:
             try:
-                resp = httpx.get(url, verify=client_context(pki), timeout=5,
+                return httpx.get(url, verify=client_context(pki), timeout=5,
                                  auth=("prometheus", PASSWORD))
-                break
             except httpx.ConnectError:
                 assert proc.poll() is None, proc.communicate()[1]
-                assert time.monotonic() < deadline, "exporter did not start"
-                time.sleep(0.1)
+                return None
+
+        resp = wait_for(answer, timeout=30, interval=0.1, message="the exporter to start")
         assert resp.status_code == 200 and "oauth_exporter_build_info" in resp.text
         denied = httpx.get(url, verify=client_context(pki), timeout=5)
         assert denied.status_code == 401

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 from exporter.simulator import SimulatedProvider
+from tests.harness import wait_for
 from tests.promql import DASHBOARD_FILE, dashboard_keyed_targets, load_dashboard, load_rules
 
 T = TypeVar("T")
@@ -167,15 +167,8 @@ def prometheus_path() -> Path:
 
 def wait_until(probe: Callable[[], T | None], timeout: float, message: str,
                interval: float = 0.25) -> T:
-    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
-        time.sleep(interval)
+    """``tests.harness.wait_for`` at the live stack's pace (a scrape, a rule pass)."""
+    return wait_for(probe, timeout=timeout, interval=interval, message=message)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
