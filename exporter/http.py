@@ -2,7 +2,9 @@
 
 ``ClientPool`` hands out one ``httpx.AsyncClient`` per distinct outbound option
 set (TLS trust and identity, proxy); every credential with that option set
-shares it, and with it one keep-alive connection pool and one SSL context.
+shares it, and with it its keep-alive connections (``exporter.transport``: a
+pool per host) and one SSL context. ``send_streamed`` sends a request the
+caller built in full, straight to that transport (the probe runner's path).
 
 ``read_body`` is the only way an answer's body is read. It reads the raw bytes
 (``Response.aiter_raw``) and undoes ``Content-Encoding`` itself, a bounded
@@ -34,6 +36,7 @@ import httpx
 
 from exporter.config import Outbound
 from exporter.errors import InvalidResponse
+from exporter.transport import KeepAliveTransport
 
 log = logging.getLogger("exporter.http")
 
@@ -43,9 +46,8 @@ DEFAULT_OUTBOUND = Outbound()
 #: at once, and connections it keeps open to that host for reuse. A host's
 #: throughput is this many over its latency: 64 connections at 100 ms are 640
 #: requests a second, the probes of 10,000 credentials at 30 s intervals.
-#: Why not more: httpcore's pool, whenever a request starts or ends, checks the
-#: socket of every idle connection it holds and counts all its connections once
-#: per idle one; so each host gets a pool of its own, kept this small.
+#: (Through a proxy, httpcore's pool: it checks every idle connection it holds
+#: whenever a request starts or ends, one more reason to keep this small.)
 MAX_CONNECTIONS_PER_HOST = 64
 
 #: The content codings ``read_body`` undoes with a bound, and so the only ones
@@ -97,7 +99,8 @@ class _ReleasingStream(httpx.AsyncByteStream):
 
 class HostPools(httpx.AsyncBaseTransport):
     """One connection pool per host, each letting at most ``per_host`` requests in at
-    once; the rest queue here, on a semaphore.
+    once; the rest queue here, on a semaphore. Used around httpx's own transport
+    when a proxy is configured (without one, ``exporter.transport`` does all this).
 
     Why one pool per host: httpcore's pool, whenever a request starts or ends,
     walks every connection it holds (and, for each idle one, counts them all
@@ -205,9 +208,10 @@ class _CookielessClient(httpx.AsyncClient):
     through a ``urllib`` request built per answer: 8 % of a bare request's CPU.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
+        super().__init__(transport=transport, **kwargs)
         self._no_cookies = _NoCookies()
+        self.direct_transport = transport
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -218,6 +222,27 @@ class _CookielessClient(httpx.AsyncClient):
         pass  # an empty jar that stays empty
 
 
+async def send_streamed(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send a request built in full by the caller (headers, timeouts in its
+    ``extensions``); the answer's body is unread, to be closed by the caller.
+
+    A client of ours hands it straight to its transport: the client's own
+    ``send`` (auth, redirects, event hooks, cookies, timing) would do nothing
+    here, and cost a quarter of a probe run's CPU. Any other client (a test's,
+    on ``httpx.MockTransport``) sends it as usual.
+    """
+    if isinstance(client, _CookielessClient):
+        response = await client.direct_transport.handle_async_request(request)
+        response.request = request
+        return response
+    return await client.send(request, stream=True)
+
+
+def timeout_extension(seconds: float) -> dict[str, float]:
+    """The ``timeout`` extension of a request: ``seconds`` for each step."""
+    return {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
+
+
 def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
     # trust_env=False: proxies and CA bundles come from our config, never from
     # whatever environment the process happens to inherit. Redirects are never
@@ -226,8 +251,8 @@ def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
     # use (proxy included), so that they can be wrapped; the SSL context is
     # built once (loading a CA bundle takes milliseconds) and shared by all.
     verify = outbound_ssl_context(outbound)
-    context = (httpx.create_ssl_context(verify=True, trust_env=False) if verify is True
-               else verify)
+    context = (verify if isinstance(verify, ssl.SSLContext)
+               else httpx.create_ssl_context(verify=True, trust_env=False))
     limits = httpx.Limits(max_connections=MAX_CONNECTIONS_PER_HOST,
                           max_keepalive_connections=MAX_CONNECTIONS_PER_HOST)
 
@@ -235,10 +260,15 @@ def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
         return httpx.AsyncHTTPTransport(verify=context, trust_env=False, limits=limits,
                                         proxy=outbound.proxy_url)
 
+    # Through a proxy, httpx's own transport (it speaks CONNECT and forwarding);
+    # otherwise ours, which costs a fraction of its CPU (exporter/transport.py).
+    pools: httpx.AsyncBaseTransport = (
+        HostPools(transport, MAX_CONNECTIONS_PER_HOST) if outbound.proxy_url
+        else KeepAliveTransport(context, MAX_CONNECTIONS_PER_HOST))
     return _CookielessClient(
         trust_env=False,
         follow_redirects=False,
-        transport=HostPools(transport, MAX_CONNECTIONS_PER_HOST),
+        transport=pools,
         headers={"User-Agent": "token-health-exporter", "Accept-Encoding": ACCEPT_ENCODING},
     )
 

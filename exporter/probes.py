@@ -35,7 +35,7 @@ from exporter.errors import (
     classify_exception,
     classify_response,
 )
-from exporter.http import read_capped
+from exporter.http import read_capped, send_streamed, timeout_extension
 from exporter.introspection import introspect
 from exporter.logsetup import log_for
 from exporter.renewal import TokenManager
@@ -76,8 +76,18 @@ class ProbeRunner:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_lateness = on_lateness
-        # Parsed once: httpx would parse the string again for every run.
-        self._url = httpx.URL(probe_state.probe.url)
+        # What every run sends alike is built once: the URL parsed, the client's
+        # default headers merged with the probe's, the body encoded.
+        probe = probe_state.probe
+        self._url = httpx.URL(probe.url)
+        headers = httpx.Headers(client.headers)
+        headers.update(probe.headers)
+        self._headers = headers.multi_items()
+        # A bearer probe's own Authorization header gives way to the token.
+        self._headers_for_token = [(k, v) for k, v in self._headers
+                                   if k.lower() != "authorization"]
+        self._body = probe.body.encode() if probe.body is not None else None
+        self._extensions = {"timeout": timeout_extension(probe.timeout)}
 
     @property
     def label(self) -> str:
@@ -196,22 +206,21 @@ class ProbeRunner:
             status, error = await introspect(self._client, self.state, probe, token,
                                              self._tokens.discovery, self._clock)
             return Outcome(status, error, time.perf_counter() - started)
-        headers = dict(probe.headers)
+        headers = self._headers
         if token is not None:
-            headers["Authorization"] = "Bearer " + token.access_token.get_secret_value()
+            headers = [*self._headers_for_token,
+                       ("Authorization", "Bearer " + token.access_token.get_secret_value())]
         limit = self.state.provider.max_response_bytes
         started = time.perf_counter()
         try:
             async with asyncio.timeout(probe.timeout):
-                async with self._client.stream(
-                    probe.method,
-                    self._url,
-                    headers=headers,
-                    content=probe.body.encode() if probe.body is not None else None,
-                    timeout=probe.timeout,
-                    follow_redirects=False,
-                ) as response:
+                request = httpx.Request(probe.method, self._url, headers=headers,
+                                        content=self._body, extensions=self._extensions)
+                response = await send_streamed(self._client, request)
+                try:
                     body = await read_capped(response, limit)
+                finally:
+                    await response.aclose()
         except InvalidResponse as exc:
             # Too large once decoded (a decompression bomb), or undecodable: the
             # answer came, so its status is kept.
