@@ -121,8 +121,13 @@ class _Connection(asyncio.Protocol):
                 and now - self.idle_since < expiry)
 
     def close(self) -> None:
+        # abort, not close: over TLS, close() sends close_notify and keeps the
+        # socket open until the peer answers it (up to 30 s), and a peer that
+        # never does leaves it open that long, or for good if the event loop
+        # stops first. The message framing already said where each answer
+        # ended; httpx's own transport also closes without a TLS shutdown.
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+            self.transport.abort()
 
     async def write(self, data: bytes, timeout: float | None) -> None:
         if self._lost or self.transport is None or self.transport.is_closing():

@@ -20,7 +20,7 @@ from exporter.cli import build_parser, load_settings
 from exporter.logsetup import Redactor, log_for, setup_logging
 from exporter.simulator import SimulatedProvider
 from tests.harness import running_exporter, wait_for
-from tests.scripted import free_port
+from tests.scripted import Answer, scripted_server
 
 SECRET = 'tricky"secret\\with-quote'
 HERE = Path(__file__).name
@@ -257,16 +257,24 @@ def test_library_loggers_stay_at_warning_unless_asked(
 def test_the_process_keeps_library_debug_out_unless_asked(
     tmp_path: Path, flags: list[str], library_lines: bool,
 ) -> None:
-    # The real process, with a token endpoint that refuses connections: httpcore
-    # logs each connection attempt at debug.
-    port = free_port()
+    # The real process, with a token endpoint that answers 500: httpx logs each
+    # request it sends, below warning (info).
+    with scripted_server({"/oauth/token": Answer(500, {"error": "server_error"})}) as base:
+        lines = _process_log_lines(tmp_path, base, flags)
+    theirs = {line["level"] for line in lines if not line["logger"].startswith("exporter")}
+    assert bool(theirs - {"warn", "error"}) is library_lines, lines
+    if library_lines:
+        assert any(line["logger"] == "httpx" for line in lines), lines
+
+
+def _process_log_lines(tmp_path: Path, base: str, flags: list[str]) -> list[dict[str, Any]]:
     config = tmp_path / "providers.yaml"
     config.write_text(
         "providers:\n  - name: sd\n    preset: generic\n"
-        f"    token_url: http://127.0.0.1:{port}/oauth/token\n"
+        f"    token_url: {base}/oauth/token\n"
         "    client_id: app\n    client_secret: s3cret-value\n"
         "    probes:\n      - name: docs\n"
-        f"        url: http://127.0.0.1:{port}/v1/documents\n"
+        f"        url: {base}/v1/documents\n"
     )
     lines: list[dict[str, Any]] = []
     with subprocess.Popen(
@@ -286,8 +294,7 @@ def test_the_process_keeps_library_debug_out_unless_asked(
             proc.terminate()
             proc.wait(timeout=30)
             reader.join(10)
-    theirs = {line["level"] for line in lines if not line["logger"].startswith("exporter")}
-    assert ("debug" in theirs) is library_lines, lines
+    return lines
 
 
 # --- every line about a credential names it --------------------------------------------

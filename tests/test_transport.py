@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import socket
 import ssl
+import threading
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -471,6 +475,48 @@ def test_tls_verified_and_a_failure_is_a_connect_error_caused_by_the_ssl_error(
             listener.close()
 
     run(go())
+
+
+def test_a_closed_tls_connection_frees_its_socket_at_once(tmp_path: Path) -> None:
+    # A TLS peer that answers once and then never reads again, so never answers
+    # a close_notify. Closing must not wait for it: the socket is freed before
+    # the event loop stops, or it would be left open (a ResourceWarning at GC).
+    cert, key = self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with served.wrap_socket(raw, server_side=True) as tls:
+            conn = h11.Connection(h11.SERVER)
+            while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                if event is h11.NEED_DATA:
+                    conn.receive_data(tls.recv(65536))
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            done.wait(30)  # and never read again
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def go() -> None:
+        transport = KeepAliveTransport(ssl.create_default_context(cafile=str(cert)), 4)
+        async with httpx.AsyncClient(transport=transport) as http:
+            assert (await get(http, f"https://localhost:{port}/")).text == "ok"
+            assert transport.idle_connections() == 1
+
+    try:
+        # asyncio's own loop: it is the one that warns of a socket left open.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            asyncio.run(go())
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    finally:
+        done.set()
+        listener.close()
 
 
 def test_a_tls_handshake_that_never_ends_is_a_connect_timeout(run: Any) -> None:
