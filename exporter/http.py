@@ -238,11 +238,6 @@ async def send_streamed(client: httpx.AsyncClient, request: httpx.Request) -> ht
     return await client.send(request, stream=True)
 
 
-def timeout_extension(seconds: float) -> dict[str, float]:
-    """The ``timeout`` extension of a request: ``seconds`` for each step."""
-    return {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
-
-
 def new_http_client(outbound: Outbound = DEFAULT_OUTBOUND) -> httpx.AsyncClient:
     # trust_env=False: proxies and CA bundles come from our config, never from
     # whatever environment the process happens to inherit. Redirects are never

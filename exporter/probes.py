@@ -35,7 +35,7 @@ from exporter.errors import (
     classify_exception,
     classify_response,
 )
-from exporter.http import read_capped, send_streamed, timeout_extension
+from exporter.http import read_capped, send_streamed
 from exporter.introspection import introspect
 from exporter.logsetup import log_for
 from exporter.renewal import TokenManager
@@ -87,7 +87,7 @@ class ProbeRunner:
         self._headers_for_token = [(k, v) for k, v in self._headers
                                    if k.lower() != "authorization"]
         self._body = probe.body.encode() if probe.body is not None else None
-        self._extensions = {"timeout": timeout_extension(probe.timeout)}
+        self._extensions = {"timeout": httpx.Timeout(probe.timeout).as_dict()}
 
     @property
     def label(self) -> str:

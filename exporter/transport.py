@@ -51,6 +51,16 @@ _HostKey = tuple[bytes, bytes, int]
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 
 
+async def _wait(waiter: asyncio.Future[None], timeout: float | None,
+                timed_out: Callable[[], httpx.TimeoutException]) -> None:
+    """Wait for a protocol callback to resolve ``waiter``; ``timed_out()`` after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            await waiter
+    except TimeoutError:
+        raise timed_out() from None
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection: the bytes received, and h11's view of it."""
 
@@ -135,11 +145,8 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         if self._writing_paused:
             self._drain_waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._drain_waiter
-            except TimeoutError:
-                raise httpx.WriteTimeout("timed out sending the request") from None
+            await _wait(self._drain_waiter, timeout,
+                        lambda: httpx.WriteTimeout("timed out sending the request"))
             if self._lost:
                 raise httpx.WriteError("connection closed while sending the request") \
                     from self._error
@@ -148,11 +155,8 @@ class _Connection(asyncio.Protocol):
         """What has arrived, waiting for something; ``b""`` once the peer has closed."""
         if not self._buffer and not self._eof and not self._lost:
             self._data_waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._data_waiter
-            except TimeoutError:
-                raise httpx.ReadTimeout("timed out reading the answer") from None
+            await _wait(self._data_waiter, timeout,
+                        lambda: httpx.ReadTimeout("timed out reading the answer"))
         if self._buffer:
             data = bytes(self._buffer)
             self._buffer.clear()

@@ -26,7 +26,7 @@ import pytest
 import uvloop
 
 from exporter.errors import ErrorClass, classify_exception
-from exporter.http import new_http_client, read_body, send_streamed, timeout_extension
+from exporter.http import new_http_client, read_body, send_streamed
 from exporter.transport import KeepAliveTransport
 from tests.scripted import free_port, self_signed
 
@@ -58,6 +58,8 @@ class Server:
     closed: int = 0
     requests: list[tuple[str, bytes]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    #: /junk-later sends its junk when this is set.
+    junk_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def base(self) -> str:
@@ -136,7 +138,7 @@ class Server:
             send(h11.Response(status_code=200, headers=ok), h11.Data(data=b"ok"),
                  h11.EndOfMessage())
             await writer.drain()
-            await asyncio.sleep(0.01)
+            await self.junk_now.wait()  # once the client has the answer
             writer.write(b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n")
             await self.release.wait()
             return False
@@ -168,6 +170,14 @@ class Server:
         return True
 
 
+def tls_server(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for localhost, and a server context serving it."""
+    cert, key = self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    return cert, served
+
+
 @contextlib.asynccontextmanager
 async def server() -> AsyncIterator[Server]:
     srv = Server()
@@ -188,15 +198,21 @@ async def client(per_host: int = 8, **kwargs: Any) -> AsyncIterator[
         yield http, transport
 
 
+class Clock:
+    """A clock the test moves by hand (the transport's keep-alive expiry reads it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait for a condition, the event loop running meanwhile (a generous deadline)."""
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.005)
-
-
-async def get(http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
-    return await http.get(url, **kwargs)
 
 
 # --------------------------------------------------------------------------- reuse
@@ -206,15 +222,15 @@ def test_requests_to_one_host_share_kept_alive_connections(run: Any) -> None:
     async def go() -> None:
         async with server() as srv, client() as (http, transport):
             for _ in range(5):
-                assert (await get(http, srv.base + "/")).text == "ok"
+                assert (await http.get(srv.base + "/")).text == "ok"
             assert srv.opened == 1  # one connection, reused
             # Three at once need three; afterwards all three are kept and reused.
-            answers = await asyncio.gather(*(get(http, srv.base + "/") for _ in range(3)))
+            answers = await asyncio.gather(*(http.get(srv.base + "/") for _ in range(3)))
             assert [a.status_code for a in answers] == [200] * 3
             assert srv.opened == 3
             assert transport.idle_connections() == 3
             for _ in range(6):
-                await get(http, srv.base + "/")
+                await http.get(srv.base + "/")
             assert srv.opened == 3
             assert srv.closed == 0
 
@@ -224,11 +240,11 @@ def test_requests_to_one_host_share_kept_alive_connections(run: Any) -> None:
 def test_a_connection_the_server_closed_while_idle_is_replaced(run: Any) -> None:
     async def go() -> None:
         async with server() as srv, client() as (http, transport):
-            assert (await get(http, srv.base + "/then-close")).text == "ok"
+            assert (await http.get(srv.base + "/then-close")).text == "ok"
             # The event loop tells the connection of the close; no poll is needed.
             await until(lambda: srv.closed == 1)
             await until(lambda: transport.idle_connections() == 0)
-            assert (await get(http, srv.base + "/")).text == "ok"
+            assert (await http.get(srv.base + "/")).text == "ok"
             assert srv.opened == 2
 
     run(go())
@@ -237,27 +253,26 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(run: Any) -> None
 def test_an_answer_asking_to_close_is_not_kept(run: Any) -> None:
     async def go() -> None:
         async with server() as srv, client() as (http, transport):
-            assert (await get(http, srv.base + "/close")).text == "ok"
+            assert (await http.get(srv.base + "/close")).text == "ok"
             assert transport.idle_connections() == 0
-            assert (await get(http, srv.base + "/")).text == "ok"
+            assert (await http.get(srv.base + "/")).text == "ok"
             assert srv.opened == 2
 
     run(go())
 
 
 def test_an_idle_connection_expires(run: Any) -> None:
-    now = [1000.0]
+    clock = Clock()
 
     async def go() -> None:
-        async with server() as srv, client(keepalive_expiry=5.0,
-                                           clock=lambda: now[0]) as (http, transport):
-            await get(http, srv.base + "/")
-            now[0] += 4.9
-            await get(http, srv.base + "/")
+        async with server() as srv, client(keepalive_expiry=5.0, clock=clock) as (http, transport):
+            await http.get(srv.base + "/")
+            clock.now += 4.9
+            await http.get(srv.base + "/")
             assert srv.opened == 1  # younger than the expiry: reused
-            now[0] += 5.0
+            clock.now += 5.0
             assert transport.idle_connections() == 0
-            await get(http, srv.base + "/")
+            await http.get(srv.base + "/")
             assert srv.opened == 2  # expired: a new one, and the old one closed
             await until(lambda: srv.closed == 1)
 
@@ -265,17 +280,16 @@ def test_an_idle_connection_expires(run: Any) -> None:
 
 
 def test_expired_idle_connections_are_closed_as_others_come_back(run: Any) -> None:
-    now = [1000.0]
+    clock = Clock()
 
     async def go() -> None:
-        async with server() as srv, client(keepalive_expiry=5.0,
-                                           clock=lambda: now[0]) as (http, _):
-            await asyncio.gather(*(get(http, srv.base + "/") for _ in range(3)))
+        async with server() as srv, client(keepalive_expiry=5.0, clock=clock) as (http, _):
+            await asyncio.gather(*(http.get(srv.base + "/") for _ in range(3)))
             assert srv.opened == 3
-            now[0] += 10
+            clock.now += 10
             # One request: it takes the newest connection (expired, closed) and
             # opens a fresh one; when it comes back, the two others are closed.
-            await get(http, srv.base + "/")
+            await http.get(srv.base + "/")
             await until(lambda: srv.closed == 3)
             assert srv.opened == 4
 
@@ -283,18 +297,17 @@ def test_expired_idle_connections_are_closed_as_others_come_back(run: Any) -> No
 
 
 def test_the_newest_idle_connection_is_taken_so_the_others_expire(run: Any) -> None:
-    now = [1000.0]
+    clock = Clock()
 
     async def go() -> None:
-        async with server() as srv, client(keepalive_expiry=5.0,
-                                           clock=lambda: now[0]) as (http, transport):
-            await asyncio.gather(*(get(http, srv.base + "/") for _ in range(3)))
+        async with server() as srv, client(keepalive_expiry=5.0, clock=clock) as (http, transport):
+            await asyncio.gather(*(http.get(srv.base + "/") for _ in range(3)))
             assert srv.opened == 3
             # A request every 2 s: each takes the connection the last one used,
             # so one stays warm while the two left below it age and are closed.
             for _ in range(5):
-                now[0] += 2
-                await get(http, srv.base + "/")
+                clock.now += 2
+                await http.get(srv.base + "/")
             assert srv.opened == 3
             await until(lambda: srv.closed == 2)
             assert transport.idle_connections() == 1
@@ -308,15 +321,16 @@ def test_a_connection_with_an_answer_nobody_asked_for_is_not_reused(run: Any) ->
         async with server() as srv, client(keepalive_expiry=60) as (http, transport):
             # The server sends two answers to one request: the second must never
             # be taken as the answer to the next request.
-            answer = await get(http, srv.base + "/junk-after")
+            answer = await http.get(srv.base + "/junk-after")
             assert answer.status_code == 200
             assert transport.idle_connections() == 0
-            assert (await get(http, srv.base + "/")).status_code == 200
+            assert (await http.get(srv.base + "/")).status_code == 200
             assert srv.opened == 2
             # Bytes that come while the connection sits idle: the same.
-            assert (await get(http, srv.base + "/junk-later")).status_code == 200
+            assert (await http.get(srv.base + "/junk-later")).status_code == 200
+            srv.junk_now.set()
             await until(lambda: transport.idle_connections() == 0)
-            assert (await get(http, srv.base + "/")).status_code == 200
+            assert (await http.get(srv.base + "/")).status_code == 200
             # (on the connection the second request opened, still idle)
             assert srv.opened == 3
 
@@ -335,11 +349,11 @@ def test_bodies_headers_chunks_and_big_answers(run: Any) -> None:
             assert srv.requests[-1] == ("/echo", b"grant_type=x&scope=y")
             assert answer.headers.raw[-1] == (b"X-Mixed-Case", b"Kept")  # as sent
             assert answer.http_version == "HTTP/1.1"
-            chunked = await get(http, srv.base + "/chunked?x=1")
+            chunked = await http.get(srv.base + "/chunked?x=1")
             assert chunked.status_code == 200  # the 103 before it skipped
             assert chunked.content == b"one,two,three"
             assert srv.requests[-1][0] == "/chunked?x=1"
-            big = await get(http, srv.base + "/big")
+            big = await http.get(srv.base + "/big")
             assert big.content == bytes(range(256)) * 4096
             # HEAD: the answer has no body, and the connection goes on.
             head = await http.head(srv.base + "/")
@@ -353,7 +367,7 @@ def test_the_exporters_client_speaks_through_it(run: Any) -> None:
     async def go() -> None:
         async with server() as srv, new_http_client() as http:
             request = httpx.Request("GET", srv.base + "/big",
-                                    extensions={"timeout": timeout_extension(5)})
+                                    extensions={"timeout": httpx.Timeout(5).as_dict()})
             response = await send_streamed(http, request)
             try:
                 body = await read_body(response, 2 << 20)
@@ -375,11 +389,13 @@ def test_at_most_per_host_requests_at_once_and_the_wait_is_bounded(run: Any) -> 
         async with server() as srv, server() as other, client(per_host=1) as (http, _):
             held = await http.send(http.build_request("GET", srv.base + "/"), stream=True)
             with pytest.raises(httpx.PoolTimeout):
-                await get(http, srv.base + "/", timeout=httpx.Timeout(5, pool=0.05))
+                await http.get(srv.base + "/", timeout=httpx.Timeout(5, pool=0.05))
             # Another host has a slot of its own.
-            assert (await get(http, other.base + "/")).text == "ok"
-            waiting = asyncio.ensure_future(get(http, srv.base + "/"))
-            await asyncio.sleep(0.05)
+            assert (await http.get(other.base + "/")).text == "ok"
+            waiting = asyncio.ensure_future(http.get(srv.base + "/"))
+            # Let it run up to the host's slots (no I/O before them): it waits there.
+            for _ in range(20):
+                await asyncio.sleep(0)
             assert not waiting.done()
             await held.aread()
             await held.aclose()
@@ -394,9 +410,9 @@ def test_a_cancelled_request_closes_its_connection_and_frees_its_slot(run: Any) 
         async with server() as srv, client(per_host=1) as (http, transport):
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.1):
-                    await get(http, srv.base + "/hang")
+                    await http.get(srv.base + "/hang")
             await until(lambda: srv.closed == 1)  # not left half-used
-            answer = await get(http, srv.base + "/", timeout=httpx.Timeout(5, pool=5))
+            answer = await http.get(srv.base + "/", timeout=httpx.Timeout(5, pool=5))
             assert answer.text == "ok"
             assert srv.opened == 2
             assert transport.idle_connections() == 1
@@ -418,28 +434,24 @@ def test_a_body_closed_unread_does_not_come_back(run: Any) -> None:
 # --------------------------------------------------------------------------- failures
 
 
-def classify(exc: BaseException) -> ErrorClass:
-    return classify_exception(exc)
-
-
 def test_failures_are_the_exceptions_httpx_raises(run: Any) -> None:
     async def go() -> None:
         async with server() as srv, client() as (http, transport):
             with pytest.raises(httpx.ReadTimeout) as timeout:
-                await get(http, srv.base + "/hang", timeout=httpx.Timeout(0.1))
-            assert classify(timeout.value) is ErrorClass.TIMEOUT
+                await http.get(srv.base + "/hang", timeout=httpx.Timeout(0.1))
+            assert classify_exception(timeout.value) is ErrorClass.TIMEOUT
             with pytest.raises(httpx.RemoteProtocolError) as dropped:
-                await get(http, srv.base + "/drop")
-            assert classify(dropped.value) is ErrorClass.CONNECTION_ERROR
+                await http.get(srv.base + "/drop")
+            assert classify_exception(dropped.value) is ErrorClass.CONNECTION_ERROR
             with pytest.raises(httpx.RemoteProtocolError):
-                await get(http, srv.base + "/garbage")
+                await http.get(srv.base + "/garbage")
             with pytest.raises(httpx.ConnectError) as refused:
-                await get(http, f"http://127.0.0.1:{free_port()}/")
-            assert classify(refused.value) is ErrorClass.CONNECTION_ERROR
+                await http.get(f"http://127.0.0.1:{free_port()}/")
+            assert classify_exception(refused.value) is ErrorClass.CONNECTION_ERROR
             with pytest.raises(httpx.UnsupportedProtocol):
                 await transport.handle_async_request(httpx.Request("GET", "ftp://x/"))
             # After all that, the host still answers, on a fresh connection.
-            assert (await get(http, srv.base + "/")).text == "ok"
+            assert (await http.get(srv.base + "/")).text == "ok"
             assert transport.idle_connections() == 1
 
     run(go())
@@ -447,9 +459,7 @@ def test_failures_are_the_exceptions_httpx_raises(run: Any) -> None:
 
 def test_tls_verified_and_a_failure_is_a_connect_error_caused_by_the_ssl_error(
         run: Any, tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.load_cert_chain(cert, key)
+    cert, served = tls_server(tmp_path)
 
     async def go() -> None:
         srv = Server()
@@ -459,16 +469,16 @@ def test_tls_verified_and_a_failure_is_a_connect_error_caused_by_the_ssl_error(
             # Not trusted: the handshake fails, and says why.
             async with client() as (http, _):
                 with pytest.raises(httpx.ConnectError) as failed:
-                    await get(http, f"https://127.0.0.1:{port}/")
+                    await http.get(f"https://127.0.0.1:{port}/")
                 assert isinstance(failed.value.__cause__, ssl.SSLCertVerificationError)
-                assert classify(failed.value) is ErrorClass.TLS_ERROR
+                assert classify_exception(failed.value) is ErrorClass.TLS_ERROR
             # Trusted, and the name checked (the certificate is for localhost):
             # answered, over one connection kept alive.
             trusting = ssl.create_default_context(cafile=str(cert))
             transport = KeepAliveTransport(trusting, 4)
             async with httpx.AsyncClient(transport=transport) as http:
                 for _ in range(3):
-                    assert (await get(http, f"https://localhost:{port}/")).text == "ok"
+                    assert (await http.get(f"https://localhost:{port}/")).text == "ok"
             assert srv.opened == 1
         finally:
             srv.release.set()
@@ -481,9 +491,7 @@ def test_a_closed_tls_connection_frees_its_socket_at_once(tmp_path: Path) -> Non
     # A TLS peer that answers once and then never reads again, so never answers
     # a close_notify. Closing must not wait for it: the socket is freed before
     # the event loop stops, or it would be left open (a ResourceWarning at GC).
-    cert, key = self_signed(tmp_path)
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.load_cert_chain(cert, key)
+    cert, served = tls_server(tmp_path)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     done = threading.Event()
@@ -504,7 +512,7 @@ def test_a_closed_tls_connection_frees_its_socket_at_once(tmp_path: Path) -> Non
     async def go() -> None:
         transport = KeepAliveTransport(ssl.create_default_context(cafile=str(cert)), 4)
         async with httpx.AsyncClient(transport=transport) as http:
-            assert (await get(http, f"https://localhost:{port}/")).text == "ok"
+            assert (await http.get(f"https://localhost:{port}/")).text == "ok"
             assert transport.idle_connections() == 1
 
     try:
@@ -532,9 +540,9 @@ def test_a_tls_handshake_that_never_ends_is_a_connect_timeout(run: Any) -> None:
         try:
             async with client() as (http, _):
                 with pytest.raises(httpx.ConnectTimeout) as failed:
-                    await get(http, f"https://127.0.0.1:{port}/",
+                    await http.get(f"https://127.0.0.1:{port}/",
                               timeout=httpx.Timeout(5, connect=0.1))
-                assert classify(failed.value) is ErrorClass.TIMEOUT
+                assert classify_exception(failed.value) is ErrorClass.TIMEOUT
         finally:
             release.set()
             listener.close()
@@ -546,7 +554,7 @@ def test_closing_the_transport_closes_idle_connections(run: Any) -> None:
     async def go() -> None:
         async with server() as srv:
             async with client() as (http, _):
-                await asyncio.gather(*(get(http, srv.base + "/") for _ in range(2)))
+                await asyncio.gather(*(http.get(srv.base + "/") for _ in range(2)))
             await until(lambda: srv.closed == 2)
 
     run(go())
