@@ -537,6 +537,79 @@ def test_keep_rendered_renders_changes_on_the_loop_ahead_of_the_scrape() -> None
     assert b'oauth_probe_attempts_total{probe="head",provider="cred-00005"} 11.0' in out
 
 
+def test_a_render_pass_is_due_just_before_the_next_expected_scrape() -> None:
+    now = [0.0]
+    exposition = Exposition(Source(healthy_states(1)), clock=lambda: NOW,
+                            monotonic=lambda: now[0])
+
+    def scrape_at(t: float) -> None:
+        now[0] = t
+        exposition.render()
+
+    def due_at(t: float) -> bool:
+        now[0] = t
+        return exposition.render_due(2.0)
+
+    assert due_at(0.0)  # nobody has scraped: every pass is due
+    scrape_at(100.0)
+    assert due_at(101.0)  # one scrape says nothing about the next
+    scrape_at(115.0)  # every 15 s
+    assert not due_at(116.0)
+    assert not due_at(127.9)
+    assert due_at(128.0)  # two seconds before the expected scrape at 130
+    assert due_at(145.0)  # late (or Prometheus is gone): due until it comes
+    scrape_at(130.5)
+    assert not due_at(131.0)
+    # A second Prometheus (an HA pair) scraping 3 s after the first: the next
+    # scrape is expected one shortest gap after the last.
+    scrape_at(133.5)
+    assert due_at(134.5)
+    scrape_at(145.5)
+    assert not due_at(146.0)
+    assert due_at(146.5)
+
+
+def test_keep_rendered_passes_only_ahead_of_each_scrape() -> None:
+    """At a 15 s scrape interval: a pass every second until two scrapes have
+    come, then passes only in the two seconds before each scrape, one of them
+    within the last second, so the scrape finds little left to render."""
+    states = healthy_states(300)
+    passes: list[float] = []
+    scrapes: list[float] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        exposition = Exposition(Source(states), clock=lambda: NOW, monotonic=loop.time)
+        collector = exposition.collector
+        refresh = collector.refresh_block
+
+        def counted(index: int) -> bool:
+            if index == 0:
+                passes.append(loop.time())
+            return refresh(index)
+
+        collector.refresh_block = counted  # type: ignore[method-assign]
+        start = loop.time()
+        task = asyncio.ensure_future(exposition.keep_rendered(interval=1.0))
+        for k in range(1, 11):
+            await asyncio.sleep(start + 15.0 * k + 0.5 - loop.time())
+            states[k].probes["head"].attempts += 1
+            scrapes.append(loop.time())
+            exposition.render()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run_virtual(scenario())
+    before_second = [t for t in passes if t < scrapes[1]]
+    # Blocks exist from the first scrape on; then, with nothing to go by, every second.
+    assert len(before_second) == 15
+    later = [t for t in passes if t > scrapes[1]]
+    assert 8 * 2 <= len(later) <= 8 * 3, later  # was 8 * 15
+    for scrape in scrapes[2:]:
+        assert any(scrape - 1.0 <= t < scrape for t in later), (scrape, later)
+
+
 def _counting(read: Callable[[Any, float], Any], calls: list[str]) -> Callable[[Any, float], Any]:
     def counted(subject: Any, now: float) -> Any:
         calls.append(repr(subject)[:40])
