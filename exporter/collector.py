@@ -26,7 +26,7 @@ reads state; it is safe to call from a thread other than the event loop's
     oauth_probe_success{probe="documents",provider="simpledocs-prod"} 1.0
 
 ``Exposition`` adds the client library's ``process_*`` and ``python_*``
-collectors and gzip.
+collectors.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import itertools
 import logging
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,12 +73,6 @@ _om_latest: Callable[[CollectorRegistry], bytes] = _om_generate_latest
 
 #: floatToGoString() of small whole numbers, made once.
 _SMALL: tuple[str, ...] = tuple(_float_str(float(i)) for i in range(4096))
-
-#: gzip level for /metrics, chosen by measurement (``python -m benchmarks.scrape``
-#: prints it): the 2.1 MB body of 1,000 credentials compresses at level 1 in
-#: ~7 ms of CPU to 204 KB; level 6 (gzip's default) takes ~23 ms for 164 KB,
-#: 3x the time to save 40 KB, which a LAN carries in well under a millisecond.
-GZIP_LEVEL = 1
 
 #: Scrape times kept to foresee the next scrape (``Exposition.render_due``).
 SCRAPES_REMEMBERED = 8
@@ -507,13 +500,13 @@ def _add_samples(metric: Metric, family: Family[Any], subject: Any, base: list[s
 
 class Exposition:
     """What ``/metrics`` serves: our families, then prometheus-client's standard
-    ``process_*``/``python_*`` collectors, optionally gzipped.
+    ``process_*``/``python_*`` collectors.
 
     ``registry`` holds all of them (for ``get_sample_value`` and the encoders);
     ``render()`` is byte for byte ``generate_latest(registry)`` (or the
-    OpenMetrics encoder's output), made fast for our part. Both ``render``
-    and ``render_gzip`` only read state and may run in any thread (the web
-    server calls them off the event loop).
+    OpenMetrics encoder's output), made fast for our part. ``render`` only
+    reads state and may run in any thread (the web server calls it off the
+    event loop; its gzip is ``exporter.web.compression``).
     """
 
     def __init__(self, source: StateSource, *, histogram_buckets: bool = False,
@@ -563,16 +556,6 @@ class Exposition:
             return True
         gap = min(b - a for a, b in itertools.pairwise(scrapes))
         return self._monotonic() >= scrapes[-1] + gap - lead
-
-    def render_gzip(self, openmetrics: bool = False) -> bytes:
-        """``render()`` gzip-compressed, for ``Content-Encoding: gzip``.
-
-        In one call: zlib lets go of the GIL while it compresses, so the event
-        loop runs meanwhile. (Compressing only the pieces that changed and
-        splicing the results saved CPU but made ~100 zlib calls, and after
-        each this thread waited for the loop to hand the GIL back: slower.)
-        """
-        return zlib.compress(self.render(openmetrics), GZIP_LEVEL, wbits=31)
 
     async def keep_rendered(self, interval: float = 1.0) -> None:
         """Run on the event loop: render again, one block of providers at a

@@ -8,6 +8,7 @@ deadline and assert on how long it took, never sleep and then look.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import re
 import signal
@@ -411,8 +412,14 @@ def test_gzip_when_asked() -> None:
     with running_exporter(NO_PROVIDERS, log_level="info") as h, connect(h.port) as sock:
         _, headers, body = request(sock, "GET", "/metrics", "Accept-Encoding: gzip\r\n")
         assert headers["content-encoding"] == "gzip" and body[:2] == b"\x1f\x8b"
+        assert headers["vary"] == "Accept-Encoding"
+        unzipped = gzip.decompress(body)
         _, headers, body = request(sock, "GET", "/metrics", "Accept-Encoding: gzip;q=0\r\n")
         assert "content-encoding" not in headers and body.startswith(b"# HELP")
+        # The same exposition (up to the process' own figures, which moved).
+        ours = body.split(b"\n# HELP process_")[0]
+        assert b"oauth_exporter_build_info" in ours
+        assert unzipped.split(b"\n# HELP process_")[0] == ours
 
 
 def test_telemetry_path() -> None:

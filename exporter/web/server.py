@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import gzip
 import http
 import logging
 import resource
@@ -53,6 +52,7 @@ from urllib.parse import urlsplit
 import h11
 
 from exporter.web.app import Request, Response, WebApp, Workers
+from exporter.web.compression import gzip_compress
 from exporter.web.streams import PlainStream, TLSStream
 from exporter.webconfig import REALM, BasicAuth, ReloadingWebConfig, WebConfig
 
@@ -501,7 +501,7 @@ class WebServer:
         body = response.body
         headers = [("Content-Type", response.content_type)]
         if len(body) >= GZIP_MIN_BYTES and _accepts_gzip(request.header("accept-encoding")):
-            body = await self.app.workers.run(gzip.compress, body, 1)
+            body = await self.app.workers.run(gzip_compress, body)
             headers.append(("Content-Encoding", "gzip"))
             headers.append(("Vary", "Accept-Encoding"))
         headers.append(("Content-Length", str(len(body))))
